@@ -1,0 +1,147 @@
+"""Common interface and input validation shared by every PDE family.
+
+A PDE object is a small frozen dataclass of physical parameters. It offers
+
+* ``residual(u, c)`` -- the discrete residual ``R(u; c)`` of a candidate state ``u`` for the
+  conditioning input ``c``; batched ``(B, C, S, S)`` torch tensors on any device and dtype,
+  differentiable with autograd and ``torch.func`` (JVP/VJP);
+* ``solve(c)`` -- the reference numerical solution ``u*`` with ``R(u*; c) ~ 0``;
+* ``sample_inputs(n, S, generator)`` -- random conditioning inputs from the paper's distribution;
+* ``apply_bc(u)`` -- the projection onto states that satisfy the boundary condition by
+  construction (zero Dirichlet values on the elliptic node grid; the identity for periodic
+  problems). Iterative solvers and models call it so that only admissible states are produced.
+
+Tensors are batch-first ``(B, C, H, W)`` with ``H == W == S``. Elliptic problems live on the node
+grid ``x_i = i / (S - 1)`` (boundary nodes included, ``h = 1 / (S - 1)``); periodic problems on
+the cell grid ``x_i = i / S`` of the unit torus.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import torch
+
+__all__ = ["PDE", "check_field", "check_generator"]
+
+
+def check_field(x, name: str, channels: int, size: int | None = None, min_size: int = 3,
+                finite: bool = True) -> torch.Tensor:
+    """Validate a batched field ``(B, channels, S, S)`` and return it unchanged.
+
+    Raises ``TypeError`` for a non-tensor or non-floating tensor and ``ValueError`` for a wrong
+    rank, channel count, non-square or too small grid, a resolution other than ``size`` and
+    (when ``finite``) NaN or Inf entries. Each message states what was expected.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"expected {name} to be a torch.Tensor of shape (B, {channels}, S, S), "
+                        f"got {type(x).__name__}")
+    want = f"(B, {channels}, {size if size is not None else 'S'}, {size if size is not None else 'S'})"
+    if x.dim() != 4:
+        raise ValueError(f"expected {name} of shape {want}, got {tuple(x.shape)} (rank {x.dim()})")
+    if not x.is_floating_point():
+        raise TypeError(f"expected {name} to have a floating dtype, got {x.dtype}")
+    if x.shape[1] != channels:
+        raise ValueError(f"expected {name} of shape {want} ({channels} channel(s)), got {tuple(x.shape)}")
+    if x.shape[2] != x.shape[3]:
+        raise ValueError(f"expected a square grid for {name}, got {x.shape[2]}x{x.shape[3]}")
+    if size is not None and x.shape[2] != size:
+        raise ValueError(f"resolution mismatch: expected {name} of shape {want}, got {tuple(x.shape)}")
+    if x.shape[2] < min_size:
+        raise ValueError(f"expected a grid of at least {min_size}x{min_size} for {name}, "
+                         f"got {x.shape[2]}x{x.shape[3]}")
+    if finite and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or Inf entries")
+    return x
+
+
+def check_generator(generator) -> torch.Generator | None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"expected generator to be a torch.Generator or None, got {type(generator).__name__}")
+    return generator
+
+
+class PDE:
+    """Base class of the PDE families (subclasses are frozen dataclasses).
+
+    Subclasses set the class attributes ``name``, ``in_channels`` and ``periodic`` and implement
+    ``_residual``, ``solve`` and ``sample_inputs``; ``out_channels`` is a class attribute or a
+    property (the Navier--Stokes trajectory length is a parameter).
+    """
+
+    name: ClassVar[str]
+    in_channels: ClassVar[int]
+    out_channels: int = 1
+    periodic: ClassVar[bool] = False
+    #: smallest admissible grid size S
+    min_size: ClassVar[int] = 4
+
+    @property
+    def params(self) -> dict:
+        """The physical parameters as a plain (JSON-serialisable) dict."""
+        return dataclasses.asdict(self)
+
+    # ---- validation -------------------------------------------------------------------------
+    def check_input(self, c: torch.Tensor, finite: bool = True) -> torch.Tensor:
+        return check_field(c, "c (the conditioning input)", self.in_channels,
+                           min_size=self.min_size, finite=finite)
+
+    def check_state(self, u: torch.Tensor, c: torch.Tensor, finite: bool = True) -> None:
+        self.check_input(c, finite=finite)
+        check_field(u, "u (the state)", self.out_channels, size=c.shape[-1],
+                    min_size=self.min_size, finite=finite)
+        if u.shape[0] != c.shape[0]:
+            raise ValueError(f"batch mismatch: u has {u.shape[0]} samples, c has {c.shape[0]}")
+
+    # ---- interface --------------------------------------------------------------------------
+    def residual(self, u: torch.Tensor, c: torch.Tensor, check: bool = True) -> torch.Tensor:
+        """Residual ``R(u; c)``, a tensor of the shape of ``u``.
+
+        ``check=False`` skips the input validation (inner loops of iterative solvers, where the
+        NaN/Inf test would cost a device synchronisation on every call).
+        """
+        if check:
+            self.check_state(u, c)
+        return self._residual(u, c)
+
+    def _residual(self, u: torch.Tensor, c: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def solve(self, c: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def sample_inputs(self, n: int, S: int, generator: torch.Generator | None = None,
+                      dtype: torch.dtype = torch.float64, device="cpu") -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def apply_bc(self, u: torch.Tensor) -> torch.Tensor:
+        """Project ``u`` onto the states that satisfy the boundary condition."""
+        if self.periodic:
+            return u
+        return u * interior_mask(u.shape[-1], u.dtype, u.device)
+
+    def grid(self, S: int, dtype: torch.dtype = torch.float64, device="cpu"):
+        """Coordinates ``(X, Y)`` of shape ``(S, S)``, ``X[i, j] = x_i``, ``Y[i, j] = y_j``.
+
+        Array axis -2 is ``x`` and axis -1 is ``y``.
+        """
+        if self.periodic:
+            x = torch.arange(S, dtype=dtype, device=device) / S
+        else:
+            x = torch.linspace(0.0, 1.0, S, dtype=dtype, device=device)
+        return torch.meshgrid(x, x, indexing="ij")
+
+    def _check_sample_args(self, n: int, S: int, generator) -> None:
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"expected n (number of samples) to be a positive int, got {n!r}")
+        if not isinstance(S, int) or isinstance(S, bool) or S < self.min_size:
+            raise ValueError(f"expected S (grid size) to be an int >= {self.min_size}, got {S!r}")
+        check_generator(generator)
+
+
+def interior_mask(S: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """``(S, S)`` tensor that is 1 on interior nodes and 0 on the boundary."""
+    m = torch.zeros(S, S, dtype=dtype, device=device)
+    m[1:-1, 1:-1] = 1
+    return m

@@ -1,0 +1,145 @@
+"""Steady Darcy flow ``-div(a grad u) = f`` with zero Dirichlet data on the unit square.
+
+Discretised with conservative 5-point finite volumes on the node grid ``x_i = i / (S - 1)``; the
+residual lives on the interior nodes and is returned on the full grid with zeros on the boundary,
+where ``u = 0`` holds by construction (see ``PDE.apply_bc``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+import torch
+import torch.nn.functional as F
+
+from .base import PDE
+from .random_fields import gaussian_random_field
+
+__all__ = ["Darcy"]
+
+FORCINGS = ("constant", "grf")
+
+
+def _face_fluxes(u: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Face terms ``a_face * (difference of u)`` across x-faces (..., S-1, S) and y-faces (..., S, S-1)."""
+    fx = 0.5 * (a[..., 1:, :] + a[..., :-1, :]) * (u[..., 1:, :] - u[..., :-1, :])
+    fy = 0.5 * (a[..., :, 1:] + a[..., :, :-1]) * (u[..., :, 1:] - u[..., :, :-1])
+    return fx, fy
+
+
+def fv_matrix(a: np.ndarray) -> sp.csc_matrix:
+    """Sparse SPD matrix of ``-div_h(a grad_h .)`` on the ``(S-2)^2`` interior nodes, row-major.
+
+    ``a`` is the ``(S, S)`` permeability on the node grid; the unknowns are ordered ``i * n + j``
+    (``n = S - 2``), matching ``u[1:-1, 1:-1].ravel()``. Assembled by diagonals, float64.
+    """
+    S = a.shape[-1]
+    n, h2 = S - 2, (S - 1) ** -2
+    ax, ay = 0.5 * (a[1:, :] + a[:-1, :]), 0.5 * (a[:, 1:] + a[:, :-1])  # x- and y-face values
+    diag = ax[1:, 1:-1] + ax[:-1, 1:-1] + ay[1:-1, 1:] + ay[1:-1, :-1]
+    off_x = ax[1:-1, 1:-1].ravel()                         # couples (i, j) and (i+1, j): offset n
+    off_y = np.pad(ay[1:-1, 1:-1], ((0, 0), (0, 1))).ravel()[:-1]  # (i, j)-(i, j+1): offset 1
+    return (sp.diags([diag.ravel(), -off_y, -off_y, -off_x, -off_x], [0, 1, -1, n, -n]) / h2).tocsc()
+
+
+@dataclass(frozen=True)
+class Darcy(PDE):
+    r"""Darcy flow ``-div(a grad u) = f`` on ``[0, 1]^2`` with ``u = 0`` on the boundary.
+
+    Grid: node grid ``x_i = i / (S-1)`` (boundary nodes included, ``h = 1 / (S-1)``), array axis
+    -2 is ``x``, -1 is ``y``. Input ``c`` has two channels, the permeability ``a`` (channel 0)
+    and the forcing ``f`` (channel 1), ``(B, 2, S, S)``; output ``u`` is ``(B, 1, S, S)``.
+    Nondimensional.
+
+    Parameters
+    ----------
+    a_low, a_high
+        The two permeability values, ``a = a_high`` where a Neumann ``GRF(grf_alpha, grf_tau)``
+        is ``>= 0`` and ``a_low`` elsewhere (paper: 3 and 12; the contrast shift uses 3 and 24).
+        Both must be positive; the operator's condition number grows like
+        ``max(a) / min(a) * S^2``, so contrasts up to ~100 and S = 32 -- 256 are the useful range.
+    forcing
+        ``"constant"`` (``f = forcing_scale`` everywhere, the paper's default) or ``"grf"``
+        (``f = forcing_scale * GRF(2, 3)`` with Dirichlet modes, the forcing-field shift).
+    forcing_scale
+        Value or amplitude of ``f`` (paper: 100). The problem is linear: ``u`` scales with it.
+    grf_alpha, grf_tau
+        Law of the Gaussian field thresholded into ``a`` (paper: 2, 3).
+
+    Scheme: with face values ``a_{i+1/2,j} = (a_{i,j} + a_{i+1,j}) / 2`` the residual at an
+    interior node is
+
+        R = -[a_{i+1/2,j}(u_{i+1,j} - u_{i,j}) - a_{i-1/2,j}(u_{i,j} - u_{i-1,j})
+              + a_{i,j+1/2}(u_{i,j+1} - u_{i,j}) - a_{i,j-1/2}(u_{i,j} - u_{i,j-1})] / h^2 - f_{i,j},
+
+    second order for smooth ``a``. It is conservative: each face flux enters the two cells that
+    share the face with opposite signs, so summing ``h^2 R`` (with ``f = 0``) over the interior
+    telescopes to the net flux through the boundary faces, a discrete divergence theorem. The
+    matrix is symmetric positive definite for ``a > 0``. The generated ``a`` is piecewise
+    constant, so the solution has kinks on the interfaces; a non-conservative form
+    ``a Delta_h u + grad_h a . grad_h u`` (the reference code's residual, paired with data from
+    a face-averaged scheme) does not vanish on such data: it is O(1/h) at the jumps of ``a``.
+    """
+
+    a_low: float = 3.0
+    a_high: float = 12.0
+    forcing: str = "constant"
+    forcing_scale: float = 100.0
+    grf_alpha: float = 2.0
+    grf_tau: float = 3.0
+
+    name = "darcy"
+    in_channels = 2
+    out_channels = 1
+
+    def __post_init__(self):
+        if not (self.a_low > 0 and self.a_high > 0):
+            raise ValueError(f"expected positive permeabilities a_low, a_high, got {self.a_low}, {self.a_high}")
+        if self.forcing not in FORCINGS:
+            raise ValueError(f"unknown forcing {self.forcing!r}; expected one of {FORCINGS}")
+        if not (self.grf_alpha > 1 and self.grf_tau > 0):
+            raise ValueError(f"expected grf_alpha > 1 and grf_tau > 0, got {self.grf_alpha}, {self.grf_tau}")
+
+    def _residual(self, u: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        a, f = c[:, :1], c[:, 1:2]
+        fx, fy = _face_fluxes(u, a)
+        div = fx[..., 1:, 1:-1] - fx[..., :-1, 1:-1] + fy[..., 1:-1, 1:] - fy[..., 1:-1, :-1]
+        return F.pad(-div * (u.shape[-1] - 1) ** 2 - f[..., 1:-1, 1:-1], (1, 1, 1, 1))
+
+    def solve(self, c: torch.Tensor) -> torch.Tensor:
+        """Reference solution: sparse direct (SuperLU) solve of the FV system per sample, in float64.
+
+        Raises ``ValueError`` if the permeability channel has a non-positive entry (the operator
+        is then not positive definite and may be singular).
+        """
+        self.check_input(c)
+        if not bool((c[:, 0] > 0).all()):
+            raise ValueError(f"the permeability c[:, 0] must be positive everywhere, "
+                             f"got min {float(c[:, 0].min()):g}")
+        S, n = c.shape[-1], c.shape[-1] - 2
+        cn = c.detach().cpu().double().numpy()
+        u = np.zeros((c.shape[0], 1, S, S))
+        for b, (a, f) in enumerate(cn):
+            # SPD: diagonal pivots are stable, so a symmetric ordering without pivoting suffices
+            lu = spla.splu(fv_matrix(a), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+                           options={"SymmetricMode": True})
+            u[b, 0, 1:-1, 1:-1] = lu.solve(f[1:-1, 1:-1].ravel()).reshape(n, n)
+        return torch.from_numpy(u).to(dtype=c.dtype, device=c.device)
+
+    def sample_inputs(self, n: int, S: int, generator: torch.Generator | None = None,
+                      dtype: torch.dtype = torch.float64, device="cpu") -> torch.Tensor:
+        """Thresholded Neumann GRF permeability and the forcing, shape (n, 2, S, S).
+
+        Drawn on the CPU in float64 (permeability first, then a GRF forcing) and then cast.
+        """
+        self._check_sample_args(n, S, generator)
+        g = gaussian_random_field(n, S, self.grf_alpha, self.grf_tau, "neumann", generator)
+        a = torch.where(g >= 0, g.new_tensor(float(self.a_high)), g.new_tensor(float(self.a_low)))
+        if self.forcing == "grf":
+            f = self.forcing_scale * gaussian_random_field(n, S, 2.0, 3.0, "dirichlet", generator)
+        else:
+            f = torch.full_like(a, float(self.forcing_scale))
+        return torch.stack([a, f], dim=1).to(dtype=dtype, device=device)

@@ -1,0 +1,174 @@
+"""Poisson and (nonlinear) Helmholtz problems with zero Dirichlet data on the unit square.
+
+Both are discretised with the 5-point stencil on the node grid ``x_i = i / (S - 1)``; the residual
+lives on the interior nodes and is returned on the full grid with zeros on the boundary, where
+the Dirichlet condition ``u = 0`` holds by construction (see ``PDE.apply_bc``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+import torch
+import torch.nn.functional as F
+
+from .base import PDE
+from .random_fields import gaussian_random_field
+from .stencil import dirichlet_eigenvalues, dst2, laplacian
+
+__all__ = ["Poisson", "Helmholtz"]
+
+
+class _ForcedDirichlet(PDE):
+    """``Delta u + k^2 u + lam u^3 = f`` with ``u = 0`` on the boundary; input ``c = f``."""
+
+    in_channels = 1
+    out_channels = 1
+    #: relative residual ``||R(u)|| / ||f||`` at which Newton stops
+    newton_rtol = 1e-10
+
+    def _k2_lam(self) -> tuple[float, float]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _residual(self, u: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        k2, lam = self._k2_lam()
+        ui = u[..., 1:-1, 1:-1]
+        r = laplacian(u) + k2 * ui - c[..., 1:-1, 1:-1]
+        if lam:
+            r = r + lam * ui ** 3
+        return F.pad(r, (1, 1, 1, 1))
+
+    def operator_eigenvalues(self, S: int) -> torch.Tensor:
+        """Eigenvalues of the linear part ``Delta_h + k^2 I`` on the interior nodes, (S-2, S-2)."""
+        return dirichlet_eigenvalues(S, shift=self._k2_lam()[0])
+
+    def solve(self, c: torch.Tensor) -> torch.Tensor:
+        """Reference solution: exact DST-I solve for the linear problem, Newton otherwise.
+
+        The linear solve diagonalises ``Delta_h + k^2 I`` with the orthonormal DST-I and divides
+        by its eigenvalues (exact to round-off). With ``lam != 0``, Newton's method starts from
+        the linear solution, solves each Jacobian system ``(Delta_h + k^2 + 3 lam diag(u^2))``
+        with a sparse LU factorisation and backtracks until ``||R||`` decreases; it stops at
+        ``||R|| <= newton_rtol ||f||`` and raises ``RuntimeError`` if that is not reached.
+        """
+        self.check_input(c)
+        S = c.shape[-1]
+        k2, lam = self._k2_lam()
+        eig = self.operator_eigenvalues(S).to(dtype=c.dtype, device=c.device)
+        if eig.abs().min() <= 1e-10 * eig.abs().max():
+            raise ValueError(f"k^2 = {k2} is an eigenvalue of -Delta_h at S={S}: the discrete problem "
+                             f"is singular; choose k away from the resonances pi*sqrt(m^2 + n^2)")
+        u = F.pad(dst2(dst2(c[..., 1:-1, 1:-1]) / eig), (1, 1, 1, 1))
+        if lam:
+            u = torch.stack([self._newton(ub[0], cb[0]) for ub, cb in zip(u, c)])[:, None]
+        return u
+
+    def _newton(self, u0: torch.Tensor, f: torch.Tensor, maxiter: int = 50) -> torch.Tensor:
+        k2, lam = self._k2_lam()
+        S = f.shape[-1]
+        n = S - 2
+        h2 = (S - 1) ** -2
+        one = np.ones(n)
+        d1 = sp.diags([one[:-1], -2 * one, one[:-1]], [-1, 0, 1]) / h2
+        L = (sp.kron(d1, sp.eye(n)) + sp.kron(sp.eye(n), d1) + k2 * sp.eye(n * n)).tocsc()
+        fi = f[1:-1, 1:-1].detach().cpu().double().numpy().ravel()
+        x = u0[1:-1, 1:-1].detach().cpu().double().numpy().ravel()
+
+        def res(x):
+            return L @ x + lam * x ** 3 - fi
+
+        r = res(x)
+        fnorm = max(np.linalg.norm(fi), np.finfo(float).tiny)
+        for _ in range(maxiter):
+            if np.linalg.norm(r) <= self.newton_rtol * fnorm:
+                break
+            dx = spla.spsolve((L + sp.diags(3 * lam * x ** 2)).tocsc(), -r)
+            step, rnorm = 1.0, np.linalg.norm(r)
+            while step > 1e-4:
+                r_new = res(x + step * dx)
+                if np.linalg.norm(r_new) < rnorm:
+                    break
+                step /= 2
+            else:
+                raise RuntimeError("Newton's method stalled: no step along the Newton direction "
+                                   "reduces the residual (is lam too large for this forcing?)")
+            x, r = x + step * dx, r_new
+        else:
+            raise RuntimeError(f"Newton's method did not reach ||R|| <= {self.newton_rtol:g} ||f|| "
+                               f"in {maxiter} iterations (||R||/||f|| = {np.linalg.norm(r) / fnorm:.2e})")
+        out = torch.zeros_like(f)
+        out[1:-1, 1:-1] = torch.from_numpy(x.reshape(n, n)).to(f)
+        return out
+
+    def sample_inputs(self, n: int, S: int, generator: torch.Generator | None = None,
+                      dtype: torch.dtype = torch.float64, device="cpu") -> torch.Tensor:
+        """Forcing ``f = forcing_scale * GRF(grf_alpha, grf_tau)`` (Dirichlet), shape (n, 1, S, S)."""
+        self._check_sample_args(n, S, generator)
+        g = gaussian_random_field(n, S, self.grf_alpha, self.grf_tau, "dirichlet", generator)
+        return (self.forcing_scale * g)[:, None].to(dtype=dtype, device=device)
+
+
+@dataclass(frozen=True)
+class Poisson(_ForcedDirichlet):
+    r"""Poisson problem ``Delta u = f`` on ``[0, 1]^2`` with ``u = 0`` on the boundary.
+
+    Grid: node grid ``x_i = i / (S-1)``, 5-point Laplacian (second order). Input ``c = f`` with
+    one channel, output ``u`` with one channel, both ``(B, 1, S, S)``. Nondimensional.
+
+    Parameters
+    ----------
+    forcing_scale, grf_alpha, grf_tau
+        Forcing law ``f = forcing_scale * GRF(alpha, tau)`` (paper: 100, 2, 3). The forcing-scale
+        shift changes ``forcing_scale`` only; since the problem is linear, ``u`` scales with it.
+
+    Residual ``R(u; f) = Delta_h u - f`` on interior nodes. The operator's condition number grows
+    like ``S^2`` (1.6e3 at S=64); any S >= 4 is valid, 32 -- 256 are the useful range.
+    """
+
+    forcing_scale: float = 100.0
+    grf_alpha: float = 2.0
+    grf_tau: float = 3.0
+
+    name = "poisson"
+
+    def _k2_lam(self):
+        return 0.0, 0.0
+
+
+@dataclass(frozen=True)
+class Helmholtz(_ForcedDirichlet):
+    r"""Helmholtz problem ``Delta u + k^2 u + lam u^3 = f`` on ``[0, 1]^2``, ``u = 0`` on the boundary.
+
+    Linear for ``lam = 0`` (the paper's Helmholtz, trained at ``k = 1``, tested at k = 1 .. 4);
+    the paper's nonlinear Helmholtz is ``k = 2, lam = 1``. Grid, channels and forcing law as for
+    :class:`Poisson`.
+
+    Parameters
+    ----------
+    k
+        Wavenumber. The discrete operator ``Delta_h + k^2`` is singular when ``k^2`` equals an
+        eigenvalue of ``-Delta_h`` (about ``2 pi^2 = 19.74`` for the lowest one, ``k ~ 4.44``):
+        its condition number grows without bound as ``k`` approaches it (``k <= 4`` is the
+        paper's range). ``solve`` refuses an exactly singular operator.
+    lam
+        Cubic coefficient. Newton's method converges for the paper's ``lam = 1`` with the default
+        forcing; much larger ``|lam| u^2`` makes the problem lose uniqueness.
+    forcing_scale, grf_alpha, grf_tau
+        Forcing law ``f = forcing_scale * GRF(alpha, tau)`` (paper: 100, 2, 3).
+
+    Residual ``R(u; f) = Delta_h u + k^2 u + lam u^3 - f`` on interior nodes.
+    """
+
+    k: float = 1.0
+    lam: float = 0.0
+    forcing_scale: float = 100.0
+    grf_alpha: float = 2.0
+    grf_tau: float = 3.0
+
+    name = "helmholtz"
+
+    def _k2_lam(self):
+        return float(self.k) ** 2, float(self.lam)

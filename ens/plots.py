@@ -1,0 +1,233 @@
+"""Seaborn figures shared by the notebooks and the command line.
+
+Every function takes tidy tables (as produced by :mod:`ens.theory` and friends), returns the
+matplotlib ``Figure`` and, given ``path``, also saves it there (parent folders are created; the
+format follows the suffix). :func:`set_style` applies the common look once per process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+__all__ = ["set_style", "save_figure", "plot_conditioning", "plot_bound_tightness", "plot_gd_damping",
+           "plot_trajectories", "plot_error_bands"]
+
+_STYLED = False
+
+#: fixed colours per solver so every figure uses the same ones
+METHOD_LABELS = {"gd": "gradient descent", "cg": "CG on -A", "cgnr": "Gauss-Newton (CGNR)"}
+BAND_ORDER = ["lowest", "low", "mid", "high"]
+
+
+def set_style(force: bool = False) -> None:
+    """Apply the project's seaborn theme (white grid, colour-blind palette); idempotent."""
+    global _STYLED
+    if _STYLED and not force:
+        return
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind",
+                  rc={"figure.dpi": 100, "savefig.dpi": 130, "savefig.bbox": "tight",
+                      "axes.titlesize": "medium", "legend.frameon": False})
+    _STYLED = True
+
+
+def save_figure(fig: matplotlib.figure.Figure, path: str | Path | None) -> matplotlib.figure.Figure:
+    """Save ``fig`` to ``path`` (creating parent folders) unless ``path`` is None; return ``fig``."""
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+    return fig
+
+
+def _require(df: pd.DataFrame, columns, what: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what}: expected columns {list(columns)}, missing {missing}")
+
+
+def _gmean_over_samples(df: pd.DataFrame, keys) -> pd.DataFrame:
+    """Geometric mean of ``value`` over samples (the natural average of log-scale quantities)."""
+    return (df.groupby(keys, sort=False)["value"].apply(lambda v: float(np.exp(np.log(v).mean())))
+            .reset_index())
+
+
+def plot_conditioning(table: pd.DataFrame, resonance: float | None = None,
+                      path: str | Path | None = None) -> matplotlib.figure.Figure:
+    """Condition number and smallest singular value of ``Delta_h + k^2`` against ``k``, per ``S``.
+
+    ``table`` has columns ``S, k, sigma_min, kappa`` (:func:`ens.theory.condition_table`, ideally
+    on a fine ``k`` grid); ``resonance`` draws a dashed line at the first resonant wavenumber.
+    """
+    set_style()
+    _require(table, ["S", "k", "sigma_min", "kappa"], "plot_conditioning")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    pal = sns.color_palette("flare", n_colors=table["S"].nunique())
+    sns.lineplot(data=table, x="k", y="kappa", hue="S", palette=pal, ax=axes[0])
+    axes[0].set(yscale="log", ylabel=r"$\kappa(\Delta_h + k^2 I)$", title="condition number")
+    sns.lineplot(data=table, x="k", y="sigma_min", hue="S", palette=pal, ax=axes[1], legend=False)
+    axes[1].set(ylabel=r"$\sigma_{\min}$", title=r"smallest singular value (mode (1,1))", ylim=(0, None))
+    for ax in axes:
+        if resonance is not None:
+            ax.axvline(resonance, color="0.4", ls="--", lw=1)
+        ax.set_xlabel("wavenumber k")
+    if resonance is not None:
+        axes[1].annotate(r"first resonance $k^2 \approx 2\pi^2$", xy=(resonance, 0.9), xycoords=("data", "axes fraction"),
+                         xytext=(-6, 0), textcoords="offset points", ha="right", fontsize="small", color="0.3")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_bound_tightness(bounds: pd.DataFrame, path: str | Path | None = None) -> matplotlib.figure.Figure:
+    """How sharp ``||e|| <= ||A^-1|| ||r||`` is per error shape, and where the slack of
+    ``||e||/||u*|| <= kappa ||r||/||b||`` comes from.
+
+    ``bounds`` is :func:`ens.theory.bound_on_samples` output (columns ``k, error_type, error,
+    error_upper, relative_error, slack_error, slack_solution``). Left: relative error against the
+    error-side bound ``||A^-1|| ||r|| / ||u*||``; points on the diagonal are sharp (the lowest
+    mode), every point lies on or below it. Right: ``1 / tightness = slack_error * slack_solution``,
+    both factors per sample (all ``k``), log scale; 1 means sharp.
+    """
+    set_style()
+    _require(bounds, ["k", "error_type", "error", "error_upper", "relative_error", "slack_error",
+                      "slack_solution"], "plot_bound_tightness")
+    fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.3), gridspec_kw={"width_ratios": [1, 1.2]})
+    ax = axes[0]
+    d = bounds.assign(upper_rel=bounds["error_upper"] * bounds["relative_error"] / bounds["error"],
+                      k=bounds["k"].map(lambda k: f"{k:g}"))
+    sns.scatterplot(data=d, x="upper_rel", y="relative_error", hue="error_type", style="k", ax=ax,
+                    s=36, alpha=0.85)
+    lo = min(d["upper_rel"].min(), d["relative_error"].min()) / 2
+    hi = max(d["upper_rel"].max(), d["relative_error"].max()) * 2
+    ax.plot([lo, hi], [lo, hi], color="0.3", lw=1, ls="--", label="error = bound")
+    ax.set(xscale="log", yscale="log", xlim=(lo, hi),
+           ylim=(d["relative_error"].min() / 60, d["relative_error"].max() * 4),
+           xlabel=r"error-side bound $\|A^{-1}\|\,\|r\|\,/\,\|u^*\|$",
+           ylabel=r"relative error $\|e\|/\|u^*\|$",
+           title=r"$\|e\| \leq \|A^{-1}\|\,\|r\|$: sharp only for the lowest mode")
+    ax.legend(fontsize="x-small", ncol=2, loc="lower right")
+    long = bounds.melt(id_vars=["k", "error_type"], value_vars=["slack_error", "slack_solution"],
+                       var_name="factor", value_name="slack")
+    long["factor"] = long["factor"].map({"slack_error": r"error side $\|r\|/(\sigma_{\min}\|e\|)$",
+                                         "slack_solution": r"solution side $\sigma_{\max}\|u^*\|/\|b\|$"})
+    sns.stripplot(data=long, x="error_type", y="slack", hue="factor", dodge=True, ax=axes[1],
+                  log_scale=True, size=4, alpha=0.8, jitter=0.15)
+    axes[1].axhline(1, color="0.3", lw=1)
+    axes[1].set(xlabel="shape of the error", ylabel="slack factor (1 = sharp)",
+                title=r"slack of $\kappa\,\|r\|/\|b\|$ = error side $\times$ solution side")
+    axes[1].legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_gd_damping(table: pd.DataFrame, markers: dict[str, float] | None = None,
+                    path: str | Path | None = None) -> matplotlib.figure.Figure:
+    """Fraction of a mode's error left after ``t`` gradient-descent steps, against ``sigma/sigma_max``.
+
+    ``table`` is :func:`ens.theory.gd_damping_table` output. ``markers`` maps labels to
+    ``sigma / sigma_max`` values to mark (e.g. the lowest mode at several ``k``).
+    """
+    set_style()
+    _require(table, ["sigma_rel", "t", "remaining"], "plot_gd_damping")
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    data = table.assign(t=table["t"].map(lambda t: f"t = {t:,}"))
+    sns.lineplot(data=data, x="sigma_rel", y="remaining", hue="t", ax=ax,
+                 palette=sns.color_palette("crest", n_colors=data["t"].nunique()))
+    for i, (label, x) in enumerate((markers or {}).items()):
+        ax.axvline(x, color="0.35", ls=":", lw=1)
+        ax.annotate(label, xy=(x, 0.05 + 0.1 * (i % 3)), xytext=(3, 0), textcoords="offset points",
+                    fontsize="x-small", color="0.25")
+    ax.set(xscale="log", ylim=(-0.02, 1.05), xlabel=r"$\sigma_i / \sigma_{\max}$",
+           ylabel=r"error left $|1-\eta\sigma_i^2|^t$",
+           title=r"gradient descent, $\eta = 1/\sigma_{\max}^2$: mode-by-mode damping")
+    ax.legend(title=None, fontsize="small")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_trajectories(trajectories: pd.DataFrame, normalise: bool = True, ymin: float | None = 1e-6,
+                      path: str | Path | None = None) -> matplotlib.figure.Figure:
+    """Relative residual and relative error per iteration, side by side, one row per ``k``.
+
+    ``trajectories``: long format with ``k, method, sample, iteration, quantity, value``
+    (:class:`ens.theory.ExperimentResult`). With ``normalise`` each curve is divided by its value
+    at iteration 0 and the two panels of a row share the y axis, so the speeds compare directly.
+    Samples are averaged geometrically; ``ymin`` clips the log axis (a converged solver would
+    otherwise squash the early iterations, where the story is).
+    """
+    set_style()
+    _require(trajectories, ["k", "method", "sample", "iteration", "quantity", "value"], "plot_trajectories")
+    d = trajectories
+    if normalise:
+        start = d[d["iteration"] == 0].set_index(["k", "method", "quantity", "sample"])["value"]
+        d = d.assign(value=d["value"].to_numpy()
+                     / start.reindex(pd.MultiIndex.from_frame(d[["k", "method", "quantity", "sample"]])).to_numpy())
+    d = _gmean_over_samples(d, ["k", "method", "quantity", "iteration"])
+    d["method"] = d["method"].map(lambda m: METHOD_LABELS.get(m, m))
+    d["quantity"] = d["quantity"].map({"relative_residual": r"residual $\|R(u_t)\|/\|f\|$",
+                                       "relative_error": r"error $\|u_t-u^*\|/\|u^*\|$"})
+    g = sns.relplot(data=d, x="iteration", y="value", hue="method", col="quantity", row="k", kind="line",
+                    height=3.0, aspect=1.45,
+                    facet_kws={"sharey": "row" if normalise else False, "margin_titles": True})
+    g.set(yscale="log")
+    if ymin is not None:
+        for ax in g.axes.flat:
+            lo, hi = ax.get_ylim()
+            ax.set_ylim(max(lo, ymin), hi)
+    g.set_titles(col_template="{col_name}", row_template="k = {row_name}")
+    g.set_axis_labels("iteration", "fraction of the initial value" if normalise else "")
+    g.figure.suptitle("same start, same iterations: the residual falls, the error does not follow", y=1.03)
+    return save_figure(g.figure, path)
+
+
+#: band -> colour (colour-blind palette): the bands that hide the error in warm colours
+BAND_COLOURS = dict(zip(BAND_ORDER, [sns.color_palette("colorblind")[i] for i in (3, 4, 2, 0)]))
+
+
+def plot_error_bands(bands: pd.DataFrame, trajectories: pd.DataFrame | None = None,
+                     ymin: float | None = 1e-8, path: str | Path | None = None) -> matplotlib.figure.Figure:
+    """Error per eigenmode band over iterations; rows ``k``, columns solver.
+
+    ``bands``: long format with ``k, method, sample, iteration, band, value``; ``trajectories``
+    (optional) adds the total relative error (black) and the relative residual scaled to start at
+    the total error (grey, dashed) so the reader can compare their speeds. Geometric means over
+    samples; ``ymin`` clips the log axis.
+    """
+    set_style()
+    _require(bands, ["k", "method", "sample", "iteration", "band", "value"], "plot_error_bands")
+    d = _gmean_over_samples(bands, ["k", "method", "band", "iteration"])
+    order = [b for b in BAND_ORDER if b in set(d["band"])]
+    methods = list(dict.fromkeys(d["method"]))
+    g = sns.relplot(data=d, x="iteration", y="value", hue="band", hue_order=order, col="method",
+                    col_order=methods, row="k", kind="line", height=3.0, aspect=1.2, legend=False,
+                    palette=[BAND_COLOURS[b] for b in order], facet_kws={"sharey": True, "margin_titles": True})
+    handles = [plt.Line2D([], [], color=BAND_COLOURS[b], lw=2) for b in order]
+    labels = list(order)
+    if trajectories is not None:
+        t = _gmean_over_samples(trajectories, ["k", "method", "quantity", "iteration"])
+        for (k, method), ax in g.axes_dict.items():
+            err = t[(t.k == k) & (t.method == method) & (t.quantity == "relative_error")]
+            res = t[(t.k == k) & (t.method == method) & (t.quantity == "relative_residual")]
+            ax.plot(err["iteration"], err["value"], color="k", lw=1.2, label="total error")
+            scale = err["value"].iloc[0] / res["value"].iloc[0]
+            ax.plot(res["iteration"], res["value"] * scale, color="0.45", lw=1.2, ls="--",
+                    label="residual (scaled)")
+        handles += [plt.Line2D([], [], color="k", lw=1.2), plt.Line2D([], [], color="0.45", lw=1.2, ls="--")]
+        labels += ["total error", "residual (scaled to\nstart at the error)"]
+    g.set(yscale="log")
+    if ymin is not None:
+        lo, hi = g.axes.flat[0].get_ylim()
+        g.set(ylim=(max(lo, ymin), hi))
+    g.set_titles(col_template="{col_name}", row_template="k = {row_name}")
+    for ax in g.axes[0]:
+        ax.set_title(METHOD_LABELS.get(ax.get_title(), ax.get_title()))
+    g.set_axis_labels("iteration", r"$\|P_{band}(u_t-u^*)\|/\|u^*\|$")
+    g.figure.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
+                    title="error in band", fontsize="small")
+    g.figure.suptitle("where the error hides: eigenmode bands of the error", y=1.03)
+    return save_figure(g.figure, path)

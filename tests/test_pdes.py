@@ -1,0 +1,119 @@
+"""Contract every PDE family honours: shapes, determinism, differentiability, clear errors."""
+
+import math
+
+import pytest
+import torch
+
+from ens.pdes import FAMILIES, get_pde
+
+# Small but valid configurations so that the whole contract runs in seconds for every family.
+SMALL = {
+    "poisson": ({}, 17),
+    "helmholtz": ({"k": 3.0}, 17),
+    "nonlinear_helmholtz": ({}, 17),
+    "darcy": ({}, 17),
+    "navier_stokes": ({"n_snapshots": 3, "dt_snapshot": 0.05, "warmup": 0.1}, 16),
+    "kolmogorov": ({"n_snapshots": 3, "dt_snapshot": 0.05, "warmup": 0.1}, 16),
+}
+
+
+def small(family):
+    params, S = SMALL[family]
+    return get_pde(family, **params), S
+
+
+def sample_and_solve(pde, S, n=2, seed=0, device="cpu", dtype=torch.float64):
+    c = pde.sample_inputs(n, S, torch.Generator().manual_seed(seed), dtype=dtype, device=device)
+    return c, pde.solve(c)
+
+
+def test_small_configurations_cover_every_family():
+    assert set(SMALL) == set(FAMILIES)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_shapes_dtype_and_device(family, device):
+    pde, S = small(family)
+    c, u = sample_and_solve(pde, S, device=device, dtype=torch.float32)
+    assert c.shape == (2, pde.in_channels, S, S) and u.shape == (2, pde.out_channels, S, S)
+    r = pde.residual(u, c)
+    for t in (c, u, r):
+        assert t.dtype == torch.float32 and t.device.type == device.type
+    assert r.shape == u.shape
+    assert torch.equal(pde.apply_bc(u), u)  # the reference solution satisfies the boundary condition
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_same_seed_gives_bit_identical_samples_and_solutions(family):
+    pde, S = small(family)
+    c1, u1 = sample_and_solve(pde, S, seed=5)
+    c2, u2 = sample_and_solve(pde, S, seed=5)
+    c3, _ = sample_and_solve(pde, S, seed=6)
+    assert torch.equal(c1, c2) and torch.equal(u1, u2)
+    assert not torch.equal(c1, c3)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_residual_is_differentiable_and_jvp_vjp_are_adjoint(family):
+    pde, S = small(family)
+    c, u = sample_and_solve(pde, S, n=1)
+    g = torch.Generator().manual_seed(1)
+    du = pde.apply_bc(torch.randn(u.shape, dtype=u.dtype, generator=g))
+    v = torch.randn(u.shape, dtype=u.dtype, generator=g)
+
+    def res(x):
+        return pde.residual(x, c, check=False)
+
+    _, jvp = torch.func.jvp(res, (u,), (du,))
+    _, vjp_fn = torch.func.vjp(res, u)
+    (vjp,) = vjp_fn(v)
+    lhs, rhs = (v * jvp).sum().item(), (vjp * du).sum().item()
+    # <v, J du> = <J^T v, du>: both are exact float64 contractions of the same sums (~1e-13 relative)
+    assert lhs == pytest.approx(rhs, rel=1e-10)
+    # the JVP matches a central finite difference of the residual: O(eps^2) for the smooth residuals
+    eps = 1e-4 * u.abs().max().item() / du.abs().max().item()
+    fd = (res(u + eps * du) - res(u - eps * du)) / (2 * eps)
+    assert torch.allclose(fd, jvp, rtol=0, atol=1e-6 * jvp.abs().max().item())
+    # autograd of 0.5 ||R||^2 is J^T R
+    x = u.clone().requires_grad_(True)
+    (0.5 * res(x).pow(2).sum()).backward()
+    assert torch.allclose(x.grad, vjp_fn(res(u))[0], rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_bad_inputs_get_clear_errors(family):
+    pde, S = small(family)
+    c, u = sample_and_solve(pde, S, n=1)
+    with pytest.raises(ValueError, match=r"expected u \(the state\) of shape"):
+        pde.residual(u[0], c)  # rank 3
+    with pytest.raises(ValueError, match=rf"\({pde.out_channels} channel"):
+        pde.residual(torch.cat([u, u], dim=1), c)  # channel count
+    with pytest.raises(ValueError, match=rf"expected c \(the conditioning input\) of shape .*{pde.in_channels} channel"):
+        pde.solve(torch.cat([c, c], dim=1))
+    with pytest.raises(ValueError, match="resolution mismatch"):
+        pde.residual(u[..., :-2, :-2], c)
+    with pytest.raises(ValueError, match="batch mismatch"):
+        pde.residual(torch.cat([u, u]), c)
+    for bad in (math.nan, math.inf):
+        c_bad = c.clone()
+        c_bad[..., 2, 2] = bad
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            pde.solve(c_bad)
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            pde.residual(u, c_bad)
+    with pytest.raises(TypeError, match="floating dtype"):
+        pde.residual(u.long(), c)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        pde.residual(u.numpy(), c)
+    with pytest.raises(ValueError, match="positive int"):
+        pde.sample_inputs(0, S)
+    with pytest.raises(TypeError, match="torch.Generator"):
+        pde.sample_inputs(1, S, generator=0)
+
+
+def test_unknown_family_or_parameter_lists_the_valid_choices():
+    with pytest.raises(ValueError, match=r"unknown PDE family 'heat'.*'poisson'"):
+        get_pde("heat")
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['kappa'\].*'k'"):
+        get_pde("helmholtz", kappa=2.0)
