@@ -14,12 +14,13 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.py))
 export MPLBACKEND := agg
 export PYTHONHASHSEED := 0
 
-.PHONY: setup test reproduce notebooks sync lab clean help
+.PHONY: setup test reproduce data notebooks sync lab clean help
 
 help:
 	@echo "make setup      create $(VENV) (CPU torch, the package, the notebook/test stack, kernel python3)"
 	@echo "make test       run the test suite, papermill on every notebook and nbval on the committed ones"
 	@echo "make reproduce  execute every notebook with PROFILE=$(PROFILE) into $(RESULTS)/ (figures in $(RESULTS)/figures)"
+	@echo "make data       generate and verify every dataset of PROFILE=$(PROFILE) under data/$(PROFILE)/"
 	@echo "make notebooks  re-execute the committed notebooks in place (their default parameters: profile ci)"
 	@echo "make sync       sync the jupytext pairs (notebooks/*.py <-> *.ipynb)"
 	@echo "make lab        start JupyterLab"
@@ -44,6 +45,10 @@ reproduce: setup
 	    -p profile $(PROFILE) -p results_dir "$(CURDIR)/$(RESULTS)" --progress-bar || exit 1; \
 	done
 	@echo "figures and executed notebooks are in $(RESULTS)/"
+
+data: setup
+	$(VPY) -m ens data generate --profile $(PROFILE)
+	$(VPY) -m ens data verify --profile $(PROFILE)
 
 notebooks: setup
 	@for nb in $(NOTEBOOKS:.py=.ipynb); do \

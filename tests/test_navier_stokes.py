@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ens.pdes import Kolmogorov, NavierStokes
+from ens.pdes.random_fields import gaussian_random_field
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
 S = 32
@@ -250,3 +251,95 @@ def test_blow_up_is_reported():
     c = 100 * NavierStokes(warmup=0.0).sample_inputs(1, S, torch.Generator().manual_seed(0))
     with pytest.raises(RuntimeError, match="blew up"):
         pde.solve(c)
+
+
+# ---- Kolmogorov input law: chains from the laminar state plus a GRF ------------------------------
+def short_kolmogorov(**kw):
+    """The default law with times short enough for a test (S = 16, ~100 steps per chain)."""
+    return Kolmogorov(**{"n_snapshots": 2, "warmup": 0.15, "sample_spacing": 0.05, "draws_per_chain": 3, **kw})
+
+
+def test_kolmogorov_same_seed_is_bit_identical():
+    pde = short_kolmogorov()
+    a, b, d = (pde.sample_inputs(7, 16, torch.Generator().manual_seed(s)) for s in (3, 3, 4))
+    assert a.shape == (7, 1, 16, 16) and a.dtype == torch.float64
+    assert torch.equal(a, b) and not torch.equal(a, d)
+    assert torch.equal(pde.solve(a), pde.solve(b))
+    c = pde.sample_inputs(7, 16, torch.Generator().manual_seed(3), dtype=torch.float32)
+    assert c.dtype == torch.float32 and torch.equal(c, a.float())  # chains in float32, cast at the end
+    e, f = (short_kolmogorov(sample_precision="float64").sample_inputs(7, 16, torch.Generator().manual_seed(3))
+            for _ in range(2))
+    assert torch.equal(e, f) and not torch.equal(e, a)
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_kolmogorov_sampling_law(precision):
+    # n = 7 inputs, 3 draws per chain: C = ceil(7 / 3) = 3 chains, rounds of 3, 3 and 1 inputs
+    pde = short_kolmogorov(sample_precision=precision)
+    dtype = getattr(torch, precision)
+    n, S, C = 7, 16, 3
+    c = pde.sample_inputs(n, S, torch.Generator().manual_seed(5))
+    assert c.shape == (n, 1, S, S) and pde.n_chains(n) == C
+    # the chain starts: the laminar state plus GRF draws, all C drawn at once from the generator,
+    # truncated to the 2/3-rule band (3 |k_x|, 3 |k_y| < S)
+    w0 = pde.chain_starts(n, S, torch.Generator().manual_seed(5))
+    grf = gaussian_random_field(C, S, pde.grf_alpha, pde.grf_tau, "periodic", torch.Generator().manual_seed(5))
+    k = torch.fft.fftfreq(S, 1 / S, dtype=torch.float64).abs()
+    band = (3 * k[:, None] < S) & (3 * k[None, : S // 2 + 1] < S)
+    start_hat, full_hat = torch.fft.rfft2(w0), torch.fft.rfft2(pde.laminar_state(S) + grf)
+    assert (start_hat - full_hat)[..., band].abs().max() < 1e-12 * full_hat.abs().max()  # round-off
+    assert start_hat[..., ~band].abs().max() < 1e-12 * full_hat.abs().max()
+    assert full_hat[..., ~band].abs().max() > 1e-4 * full_hat.abs().max()  # the GRF does fill them
+    # input j C + i is chain i at warmup + j sample_spacing: reproduce by advancing the batch by hand
+    w = pde.advance(w0.to(dtype), pde.warmup)
+    assert torch.equal(c[:C, 0], w.double())
+    w = pde.advance(w, pde.sample_spacing)
+    assert torch.equal(c[C:2 * C, 0], w.double())
+    w = pde.advance(w, pde.sample_spacing)
+    assert torch.equal(c[2 * C:, 0], w[:1].double())  # the last round is partial
+    # each chain evolves on its own: chain 1 advanced alone to its second draw agrees up to the
+    # round-off of a different FFT batch (grown by at most ~e over 0.2 time units)
+    alone = pde.advance(pde.advance(w0[1:2].to(dtype), pde.warmup), pde.sample_spacing)
+    tol = 1e-4 if precision == "float32" else 1e-12
+    assert (alone[0].double() - c[C + 1, 0]).abs().max() < tol * c[C + 1].abs().max()
+    # the chains are distinct: their departures from the laminar flow differ by O(1) of their size
+    dev = c[:C, 0] - pde.laminar_state(S)
+    for i, j in [(0, 1), (0, 2), (1, 2)]:
+        assert (dev[i] - dev[j]).norm() > 0.5 * dev[i].norm()
+    assert not torch.equal(c[0], c[C]) and not torch.equal(c[C], c[2 * C])  # a chain moves between draws
+
+
+def test_kolmogorov_number_of_chains():
+    pde = Kolmogorov()
+    assert [pde.n_chains(n) for n in (1, 7, 8, 9, 16, 1000)] == [1, 1, 1, 2, 2, 125]
+    assert Kolmogorov(draws_per_chain=1).n_chains(5) == 5  # one draw per chain: independent inputs
+
+
+def test_kolmogorov_bad_sampling_parameters():
+    for bad in (0.0, -5.0, math.nan, math.inf, "5"):
+        with pytest.raises(ValueError, match="sample_spacing"):
+            Kolmogorov(sample_spacing=bad)
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match="draws_per_chain"):
+            Kolmogorov(draws_per_chain=bad)
+    for bad in ("float16", "double", torch.float32):
+        with pytest.raises(ValueError, match="sample_precision"):
+            Kolmogorov(sample_precision=bad)
+    with pytest.raises(ValueError, match="warmup"):
+        Kolmogorov(warmup=-1.0)
+
+
+def test_cpu_stepping_is_independent_of_the_thread_count():
+    # 20 states at S = 64 make 3 blocks of <= 8 (see _block_size), stepped on a pool of threads
+    pde = Kolmogorov(dt_snapshot=0.025)
+    w = pde.laminar_state(64) + gaussian_random_field(20, 64, 2.5, 7.0, "periodic", torch.Generator().manual_seed(0))
+    before = torch.get_num_threads()
+    out = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            out.append(pde.advance(w, 0.025))
+            assert torch.get_num_threads() == threads  # restored after stepping
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(out[0], out[1])

@@ -1,0 +1,238 @@
+"""Every dataset of the paper's experiments as typed configuration, per run profile.
+
+One place for the CLI, the notebooks and the tests. A :class:`DatasetSpec` names one HDF5 file:
+its PDE family, split (``train``, ``val``, ``test``), setting (a readable label such as ``"k=3"``),
+the PDE parameters that define the setting, the grid size, the number of samples and the seed.
+The label is only a name: every value that defines a setting lives in ``params``.
+
+Settings per family (``params`` are the PDE parameters; the in-distribution values are written
+out even where they equal the class defaults):
+
+* ``poisson``: ``scale=100`` (``forcing_scale = 100``: train / val / test); forcing-scale shift
+  ``scale=200`` (test).
+* ``helmholtz``: ``k=1`` (train / val / test); wavenumber shifts ``k=2``, ``k=3``, ``k=4`` (test),
+  increasingly ill-conditioned (condition number 2.0e3 at k=2, 8.5e3 at k=4 for S=64).
+* ``nonlinear_helmholtz``: ``k=2_lam=-1`` (train / val / test); ``lam = -1``, not the paper's +1,
+  for the reason given in :mod:`ens.pdes`.
+* ``darcy``: ``contrast=4`` (``a in {3, 12}``, constant forcing 100: train / val / test);
+  permeability-contrast shift ``contrast=8`` (``a in {3, 24}``) and forcing-field shift
+  ``forcing=grf`` (``f = 100 GRF(2, 3)`` instead of the constant; test).
+* ``navier_stokes``: ``nu=1e-3`` (train / val / test); viscosity shift ``nu=1e-4`` and forcing
+  shift ``forcing=4pi`` (``forcing_wavenumber = 2``, i.e. ``sin/cos(4 pi (x + y))``; test).
+  At ``nu = 1e-4`` the ``S = 64`` grid (the paper's) is resolved but with far less margin than at
+  1e-3: over the window the shell-summed enstrophy spectrum at the 2/3 cut-off is 1e-8 -- 6e-8
+  of its peak (1e-23 at ``nu = 1e-3``), and a trajectory computed at S = 64 agrees with the one
+  computed at S = 128 from the same band-limited state to 9e-5 relative (1e-13 at 1e-3), well
+  below the residual floor (3e-3, see :mod:`ens.pdes.navier_stokes`). Measured on 4 draws.
+* ``kolmogorov``: ``nu=5e-4``, the pinned convention of :class:`ens.pdes.Kolmogorov` (``A = 4,
+  n = 4``, Re = 51, snapshots every 0.05; its docstring gives the warm-up and the input law,
+  states drawn from chains on the attractor; train / val / test).
+* super-resolution: a ``superres`` test set of the in-distribution setting on a 2x finer grid for
+  every elliptic family and Navier--Stokes. Elliptic node grids use ``2S - 1`` nodes, so ``h``
+  halves exactly and the coarse nodes are a subset; periodic grids use ``2S``.
+
+Validation sets are in-distribution only (the corrector's step size and iteration count are
+chosen on them). Shifted settings have test sets only.
+
+Seeds. The seed of a spec is ``derive_seed("<family>/<split>/<setting>")``: the first four bytes
+of the SHA-256 of that key, big-endian, masked to 31 bits. It depends on nothing else, so adding
+a spec never changes another one's seed, and different keys give different seeds (the tests
+check that no two specs collide). One documented exception: the cross-equation pairs need the
+same forcings on both sides, so the Poisson in-distribution test set and the Helmholtz test
+sets ``k=1`` .. ``k=4`` (not ``superres``) use the key ``PAIRED_TEST_KEY``; since they share the forcing law
+(``100 GRF(2, 3)``), grid, sample count and generation chunking, they hold identical forcings
+(the k-shift is then also measured on the same forcings for every ``k``).
+
+Sizes per profile (``SIZES``; a profile changes sizes, never the code path):
+
+* ``ci``: S = 32, 32 train / 16 val / 16 test samples (Kolmogorov 16 / 8 / 8: every chain of
+  its input law pays a warm-up); seconds per family, ~10 s for Navier--Stokes and Kolmogorov.
+* ``default`` (a laptop CPU, 2 cores): S = 64, 1000 train and 200 val / test per setting for the
+  elliptic families; Navier--Stokes 1000 train and 100 val / test per setting (its trajectories
+  cost ~0.1 s each at S = 64, the ``superres`` set at S = 128 several times that); Kolmogorov
+  128 train / 32 val / 32 test, because each input costs ~11 time units of the flow (warm-up
+  shared by 8 draws of a chain, plus the spacing between draws), ~1 s at S = 64 on 2 cores.
+  Measured times are in the README.
+* ``paper``: S = 128, the reference sizes: 10 000 train / 1000 val / 1000 test for the elliptic
+  families, 1000 / 200 / 200 for Navier--Stokes and Kolmogorov. Meant for a GPU
+  (``ens data generate --device cuda``); the bytes, hence the checksums, depend on the device
+  type, which the files and the manifest record.
+
+Every generation chunk holds ``CHUNK_SIZE`` samples (the last one fewer); see :mod:`ens.data`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+
+from .pdes import FAMILIES, PDE, get_pde
+
+__all__ = ["PROFILES", "SPLITS", "SIZES", "CHUNK_SIZE", "PAIRED_TEST_KEY", "CROSS_EQUATION",
+           "Sizes", "DatasetSpec", "derive_seed", "check_choice", "datasets", "dataset_spec",
+           "cross_equation_pairs"]
+
+PROFILES = ("ci", "default", "paper")
+SPLITS = ("train", "val", "test")
+#: samples per generation chunk; every chunk has its own random stream (see ens.data)
+CHUNK_SIZE = 32
+#: seed key shared by the Poisson in-distribution test set and the Helmholtz test sets
+PAIRED_TEST_KEY = "poisson+helmholtz/test/paired-forcing"
+#: cross-equation transfer: (family the model is trained on, test family, test setting)
+CROSS_EQUATION: tuple[tuple[str, str, str], ...] = (
+    ("poisson", "helmholtz", "k=1"),
+    ("helmholtz", "poisson", "scale=100"),
+)
+
+_ELLIPTIC = ("poisson", "helmholtz", "nonlinear_helmholtz", "darcy")
+_SETTING_NAME = re.compile(r"^[A-Za-z0-9_.=+-]+$")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Grid size and sample counts of one family in one profile."""
+
+    resolution: int
+    n_train: int
+    n_val: int
+    n_test: int
+
+
+def _sizes(elliptic: Sizes, navier_stokes: Sizes, kolmogorov: Sizes) -> dict[str, Sizes]:
+    return {**{f: elliptic for f in _ELLIPTIC}, "navier_stokes": navier_stokes, "kolmogorov": kolmogorov}
+
+
+#: profile -> family -> sizes
+SIZES: dict[str, dict[str, Sizes]] = {
+    "ci": _sizes(Sizes(32, 32, 16, 16), Sizes(32, 32, 16, 16), Sizes(32, 16, 8, 8)),
+    "default": _sizes(Sizes(64, 1000, 200, 200), Sizes(64, 1000, 100, 100), Sizes(64, 128, 32, 32)),
+    "paper": _sizes(Sizes(128, 10_000, 1000, 1000), Sizes(128, 1000, 200, 200), Sizes(128, 1000, 200, 200)),
+}
+
+#: family -> (in-distribution setting, its parameters, {shifted test setting: its parameters})
+_SETTINGS: dict[str, tuple[str, dict, dict[str, dict]]] = {
+    "poisson": ("scale=100", {"forcing_scale": 100.0}, {"scale=200": {"forcing_scale": 200.0}}),
+    "helmholtz": ("k=1", {"k": 1.0}, {f"k={k}": {"k": float(k)} for k in (2, 3, 4)}),
+    "nonlinear_helmholtz": ("k=2_lam=-1", {"k": 2.0, "lam": -1.0}, {}),
+    "darcy": ("contrast=4", {"a_low": 3.0, "a_high": 12.0, "forcing": "constant"},
+              {"contrast=8": {"a_low": 3.0, "a_high": 24.0, "forcing": "constant"},
+               "forcing=grf": {"a_low": 3.0, "a_high": 12.0, "forcing": "grf"}}),
+    "navier_stokes": ("nu=1e-3", {"nu": 1e-3, "forcing_wavenumber": 1},
+                      {"nu=1e-4": {"nu": 1e-4, "forcing_wavenumber": 1},
+                       "forcing=4pi": {"nu": 1e-3, "forcing_wavenumber": 2}}),
+    "kolmogorov": ("nu=5e-4", {"nu": 5e-4}, {}),
+}
+#: (split, family, setting) of the test sets seeded with PAIRED_TEST_KEY
+_PAIRED_TESTS = frozenset([("test", "poisson", "scale=100")] + [("test", "helmholtz", f"k={k}") for k in (1, 2, 3, 4)])
+_SUPERRES = ("poisson", "helmholtz", "nonlinear_helmholtz", "darcy", "navier_stokes")
+
+
+def derive_seed(key: str) -> int:
+    """Seed of a dataset key: the first 4 bytes of ``sha256(key)``, big-endian, masked to 31 bits."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") & 0x7FFF_FFFF
+
+
+def check_choice(kind: str, value, choices) -> None:
+    """Raise ``ValueError`` naming the valid choices if ``value`` is not one of them."""
+    if value not in choices:
+        raise ValueError(f"unknown {kind} {value!r}; expected one of {list(choices)}")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset file: what to generate and where it lives under ``<root>/<profile>/``.
+
+    ``params`` are the PDE parameter overrides of the setting (applied over the family's
+    defaults by :func:`ens.pdes.get_pde`); a mapping given to the constructor is stored as a
+    sorted tuple of ``(name, value)`` pairs, so a spec is immutable and hashable.
+    """
+
+    profile: str
+    family: str
+    split: str
+    setting: str
+    params: tuple
+    resolution: int
+    n_samples: int
+    seed: int
+    chunk_size: int = CHUNK_SIZE
+
+    def __post_init__(self):
+        check_choice("profile", self.profile, PROFILES)
+        check_choice("family", self.family, FAMILIES)
+        check_choice("split", self.split, SPLITS)
+        if not _SETTING_NAME.match(self.setting):
+            raise ValueError(f"setting {self.setting!r} must match {_SETTING_NAME.pattern} (it names a file)")
+        params = self.params.items() if isinstance(self.params, dict) else self.params
+        object.__setattr__(self, "params", tuple(sorted((str(k), v) for k, v in params)))
+        for name in ("resolution", "n_samples", "chunk_size"):
+            val = getattr(self, name)
+            if not isinstance(val, int) or isinstance(val, bool) or val < 1:
+                raise ValueError(f"expected {name} to be a positive int, got {val!r}")
+        if not isinstance(self.seed, int) or not 0 <= self.seed < 2 ** 31:
+            raise ValueError(f"expected seed to be an int in [0, 2**31), got {self.seed!r}")
+        self.pde()  # unknown parameters or invalid values fail here, with get_pde's message
+
+    def pde(self) -> PDE:
+        """The PDE object of this setting."""
+        return get_pde(self.family, **dict(self.params))
+
+    @property
+    def path(self) -> str:
+        """File path relative to the profile directory: ``<family>/<split>_<setting>.h5``."""
+        return f"{self.family}/{self.split}_{self.setting}.h5"
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable description (``params`` as a dict), stored in the file and manifest."""
+        return {"profile": self.profile, "family": self.family, "split": self.split,
+                "setting": self.setting, "params": dict(self.params), "resolution": self.resolution,
+                "n_samples": self.n_samples, "seed": self.seed, "chunk_size": self.chunk_size}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def _family_specs(profile: str, family: str) -> list[DatasetSpec]:
+    size = SIZES[profile][family]
+    base, base_params, shifts = _SETTINGS[family]
+    n = {"train": size.n_train, "val": size.n_val, "test": size.n_test}
+
+    def spec(split, setting, params, resolution=size.resolution):
+        key = PAIRED_TEST_KEY if (split, family, setting) in _PAIRED_TESTS else f"{family}/{split}/{setting}"
+        return DatasetSpec(profile, family, split, setting, params, resolution, n[split], derive_seed(key))
+
+    specs = [spec(split, base, base_params) for split in SPLITS]
+    specs += [spec("test", name, params) for name, params in shifts.items()]
+    if family in _SUPERRES:
+        fine = 2 * size.resolution if FAMILIES[family][0].periodic else 2 * size.resolution - 1
+        specs.append(spec("test", "superres", base_params, fine))
+    return specs
+
+
+def datasets(profile: str, family: str | None = None, split: str | None = None) -> list[DatasetSpec]:
+    """Every dataset of a profile, optionally only one family and/or split, in a fixed order.
+
+    Raises ``ValueError`` listing the valid profiles, families or splits for an unknown name.
+    """
+    check_choice("profile", profile, PROFILES)
+    if family is not None:
+        check_choice("family", family, FAMILIES)
+    if split is not None:
+        check_choice("split", split, SPLITS)
+    families = [family] if family is not None else list(FAMILIES)
+    return [s for f in families for s in _family_specs(profile, f) if split is None or s.split == split]
+
+
+def dataset_spec(profile: str, family: str, split: str, setting: str) -> DatasetSpec:
+    """The one spec of ``(profile, family, split, setting)``; ``ValueError`` lists valid settings."""
+    specs = {s.setting: s for s in datasets(profile, family, split)}
+    check_choice(f"setting for {family}/{split}", setting, specs)
+    return specs[setting]
+
+
+def cross_equation_pairs(profile: str) -> list[tuple[str, DatasetSpec]]:
+    """``(train family, test spec)`` for each cross-equation pair of ``CROSS_EQUATION``."""
+    return [(train, dataset_spec(profile, test_family, "test", setting))
+            for train, test_family, setting in CROSS_EQUATION]
