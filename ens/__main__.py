@@ -1,5 +1,5 @@
 """``python -m ens``: the command line of :mod:`ens.cli`."""
 
-from .cli import main
+from .cli import run
 
-raise SystemExit(main())
+run()

@@ -1,4 +1,4 @@
-"""Command line: ``ens data generate|verify|info`` (also ``python -m ens``).
+"""Command line: ``ens data generate|verify|info`` and ``ens train`` (also ``python -m ens``).
 
 Examples::
 
@@ -7,8 +7,13 @@ Examples::
     ens data generate --profile ci --repair              # also regenerate corrupt files
     ens data verify --profile ci                         # checksums + residual of every file
     ens data info                                        # what exists, per profile
+    ens train --profile ci --family helmholtz            # ENS and the same-budget surrogate
+    ens train --profile default --all                    # every family (resumes interrupted runs)
+    ens train --profile ci --family poisson --kind ens --unroll truncated --out /tmp/ck
 
-The data root is ``--root``, else ``$ENS_DATA_DIR``, else ``data/`` at the repository root.
+The data root is ``--root``, else ``$ENS_DATA_DIR``, else ``data/`` at the repository root;
+checkpoints go to ``--out``, else ``$ENS_CHECKPOINT_DIR``, else ``data/checkpoints``, under
+``<profile>/<family>_<kind>.pt``. Missing training data are generated first.
 Exit status: 0 on success, 1 when ``verify`` finds a bad or missing file or ``generate``
 refused to overwrite a corrupt one, 2 for invalid arguments (argparse lists the valid choices).
 """
@@ -16,13 +21,14 @@ refused to overwrite a corrupt one, 2 for invalid arguments (argparse lists the 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
 from .experiments import PROFILES, SPLITS, datasets
 from .pdes import FAMILIES
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "run", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +54,66 @@ def build_parser() -> argparse.ArgumentParser:
     add("verify", "recompute the checksum and the residual R(u*) of every file")
     add("info", "list the datasets of a profile and whether they exist (no checksums)",
         profile_required=False, filters=False)
+
+    from .train import KINDS, UNROLLS
+    from .models import SCALINGS
+    tr = commands.add_parser("train", help="train ENS and/or the surrogate of a family",
+                             description="Train on the profile's train split, select alpha/T on its validation split")
+    tr.add_argument("--profile", choices=PROFILES, required=True, help="run profile (data sizes and budget)")
+    which = tr.add_mutually_exclusive_group(required=True)
+    which.add_argument("--family", choices=list(FAMILIES), help="train this PDE family")
+    which.add_argument("--all", action="store_true", help="train every family")
+    tr.add_argument("--kind", choices=list(KINDS) + ["both"], default="both", help="which model (default: both)")
+    tr.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    tr.add_argument("--out", help="checkpoint root (default: $ENS_CHECKPOINT_DIR or data/checkpoints)")
+    tr.add_argument("--root", help="data root (default: $ENS_DATA_DIR or data/)")
+    tr.add_argument("--no-resume", action="store_true", help="start over even if a finished or partial run exists")
+    tr.add_argument("--epochs", type=_positive_int, help="override the profile's number of epochs")
+    tr.add_argument("--unroll", choices=UNROLLS, help="override the unroll variant (default: full)")
+    tr.add_argument("--scaling", choices=SCALINGS, help="override the residual scaling (default: constant)")
+    tr.add_argument("--seed", type=_positive_int, help="override the seed (default: 33)")
+
+    st = commands.add_parser("study", help="the recipe study: one ENS per recipe variant, validation errors",
+                             description="Train one ENS per variant of ens.train.RECIPE_VARIANTS (same data, seed, "
+                                         "budget) and write the validation table to OUT/recipe_<profile>_<family>.csv")
+    st.add_argument("--profile", choices=PROFILES, default="default", help="data profile (default: default)")
+    st.add_argument("--family", choices=list(FAMILIES), default="helmholtz", help="PDE family (default: helmholtz)")
+    st.add_argument("--n-train", type=_positive_int, default=256, help="training samples per run (default: 256)")
+    st.add_argument("--epochs", type=_positive_int, default=3, help="epochs per run (default: 3)")
+    st.add_argument("--out", default=None, help="output folder (default: data/studies of the checkout)")
+    st.add_argument("--work", default=None, help="folder for the runs' checkpoints (default: OUT/runs)")
+    st.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _train(args) -> int:
+    from .train import KINDS, TrainConfig, train
+    from .models import load_checkpoint
+    overrides = {k: getattr(args, k) for k in ("epochs", "unroll", "scaling", "seed") if getattr(args, k) is not None}
+    families = list(FAMILIES) if args.all else [args.family]
+    kinds = list(KINDS) if args.kind == "both" else [args.kind]
+    for family in families:
+        for kind in kinds:
+            config = TrainConfig.for_profile(args.profile, family, kind, **overrides)
+            t0 = time.perf_counter()
+            path = train(config, out_dir=args.out, data_root=args.root, device=args.device,
+                         resume=not args.no_resume, log=print)
+            ck = load_checkpoint(path)
+            inf = ck.inference
+            extra = f", alpha={inf['alpha']:g}, T={inf['steps']}" if ck.kind == "ens" else ""
+            print(f"{family} {kind}: validation rel L2 {inf['val_rel_l2']:.4g}{extra}; "
+                  f"{time.perf_counter() - t0:.0f} s in this call -> {path}")
+    return 0
 
 
 def _generate(args) -> int:
@@ -95,7 +160,38 @@ def _info(args) -> int:
     return 0
 
 
+def _study(args) -> int:
+    from pathlib import Path
+    from .train import checkpoint_dir, recipe_study
+    out = Path(args.out) if args.out else checkpoint_dir(args.profile).parents[1] / "studies"
+    df = recipe_study(args.profile, args.family, Path(args.work) if args.work else out / "runs", device=args.device,
+                      log=print, n_train=args.n_train, epochs=args.epochs)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"recipe_{args.profile}_{args.family}.csv"
+    tmp = path.with_name(path.name + ".tmp")
+    df.to_csv(tmp, index=False)
+    tmp.replace(path)
+    print(f"wrote {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if args.command == "train":
+        return _train(args)
+    if args.command == "study":
+        return _study(args)
     return {"generate": _generate, "verify": _verify, "info": _info}[args.action](args)
+
+
+def run() -> None:
+    """Entry point of the ``ens`` script and ``python -m ens``: ``main()`` as the exit status; output
+    piped into a reader that closes early (``ens data info | head``) is not an error."""
+    try:
+        status = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        status = 0
+    raise SystemExit(status)

@@ -73,7 +73,7 @@ from .pdes import PDE, Darcy
 
 __all__ = ["GENERATOR_VERSION", "ELLIPTIC_SOLVER_RTOL", "TRUNCATION_FACTOR", "data_root", "chunk_seed",
            "sha256sum", "read_manifest", "generate_file", "generate", "relative_residuals", "FileReport",
-           "file_status", "verify", "PDEDataset", "CorruptDataError"]
+           "file_status", "verify", "PDEDataset", "CorruptDataError", "load_dataset"]
 
 #: version of the generation algorithm; bump it when the bytes a spec generates change
 GENERATOR_VERSION = 1
@@ -386,5 +386,24 @@ class PDEDataset(torch.utils.data.Dataset):
         i = int(i) % self.n_samples
         return torch.from_numpy(np.asarray(f["inputs"][i])), torch.from_numpy(np.asarray(f["solutions"][i]))
 
+    def tensors(self, start: int = 0, stop: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Samples ``[start, stop)`` as two float32 tensors, read with one slice each (for sets
+        that fit in memory, e.g. a training split loaded once)."""
+        stop = self.n_samples if stop is None else min(stop, self.n_samples)
+        if not 0 <= start < stop:
+            raise IndexError(f"empty or invalid range [{start}, {stop}) of a dataset of {self.n_samples} samples")
+        f = self._h5()
+        return (torch.from_numpy(np.asarray(f["inputs"][start:stop])),
+                torch.from_numpy(np.asarray(f["solutions"][start:stop])))
+
     def __getstate__(self):
         return {**self.__dict__, "_file": None, "_pid": None}
+
+
+def load_dataset(spec: DatasetSpec, root=None, generate_missing: bool = False, verify: bool = True,
+                 log: Callable[[str], None] | None = None) -> PDEDataset:
+    """The :class:`PDEDataset` of ``spec``; with ``generate_missing`` a missing (never a corrupt)
+    file is generated first, so notebooks and training jobs can start from a fresh clone."""
+    if generate_missing and file_status(spec, root, check_hash=False) == "missing":
+        generate([spec], root=root, log=log)
+    return PDEDataset(spec, root, verify=verify)

@@ -50,8 +50,10 @@ Sizes per profile (``SIZES``; a profile changes sizes, never the code path):
 * ``default`` (a laptop CPU, 2 cores): S = 64, 1000 train and 200 val / test per setting for the
   elliptic families; Navier--Stokes 1000 train and 100 val / test per setting (its trajectories
   cost ~0.1 s each at S = 64, the ``superres`` set at S = 128 several times that); Kolmogorov
-  128 train / 32 val / 32 test, because each input costs ~11 time units of the flow (warm-up
-  shared by 8 draws of a chain, plus the spacing between draws), ~1 s at S = 64 on 2 cores.
+  1000 train / 100 val / 100 test, like Navier--Stokes, although each input costs ~11 time units
+  of the flow (the warm-up shared by 8 draws of a chain, plus the spacing between draws), ~0.5 s
+  per sample at S = 64 on 2 cores (batching chains barely helps on a CPU: the stepping is
+  compute-bound).
   Measured times are in the README.
 * ``paper``: S = 128, the reference sizes: 10 000 train / 1000 val / 1000 test for the elliptic
   families, 1000 / 200 / 200 for Navier--Stokes and Kolmogorov. Meant for a GPU
@@ -72,7 +74,7 @@ from .pdes import FAMILIES, PDE, get_pde
 
 __all__ = ["PROFILES", "SPLITS", "SIZES", "CHUNK_SIZE", "PAIRED_TEST_KEY", "CROSS_EQUATION",
            "Sizes", "DatasetSpec", "derive_seed", "check_choice", "datasets", "dataset_spec",
-           "cross_equation_pairs"]
+           "cross_equation_pairs", "in_distribution_setting", "TRAINING"]
 
 PROFILES = ("ci", "default", "paper")
 SPLITS = ("train", "val", "test")
@@ -107,7 +109,7 @@ def _sizes(elliptic: Sizes, navier_stokes: Sizes, kolmogorov: Sizes) -> dict[str
 #: profile -> family -> sizes
 SIZES: dict[str, dict[str, Sizes]] = {
     "ci": _sizes(Sizes(32, 32, 16, 16), Sizes(32, 32, 16, 16), Sizes(32, 16, 8, 8)),
-    "default": _sizes(Sizes(64, 1000, 200, 200), Sizes(64, 1000, 100, 100), Sizes(64, 128, 32, 32)),
+    "default": _sizes(Sizes(64, 1000, 200, 200), Sizes(64, 1000, 100, 100), Sizes(64, 1000, 100, 100)),
     "paper": _sizes(Sizes(128, 10_000, 1000, 1000), Sizes(128, 1000, 200, 200), Sizes(128, 1000, 200, 200)),
 }
 
@@ -236,3 +238,24 @@ def cross_equation_pairs(profile: str) -> list[tuple[str, DatasetSpec]]:
     """``(train family, test spec)`` for each cross-equation pair of ``CROSS_EQUATION``."""
     return [(train, dataset_spec(profile, test_family, "test", setting))
             for train, test_family, setting in CROSS_EQUATION]
+
+
+def in_distribution_setting(family: str) -> str:
+    """The setting label of a family's training distribution, e.g. ``"k=1"`` for Helmholtz."""
+    check_choice("family", family, FAMILIES)
+    return _SETTINGS[family][0]
+
+
+#: training settings per profile (``ens.train.TrainConfig`` fields): ``"all"`` for every family,
+#: then per-family overrides. ``ci`` trains in seconds (tiny networks, for the tests and the live
+#: demo of notebook 02); ``default`` fits all twelve models (ENS and surrogate, six families) in
+#: about two hours on a 2-core CPU (measured times in the README); ``paper`` is the paper's
+#: backbone (width 64, 20 modes) and a GPU-sized budget.
+TRAINING: dict[str, dict[str, dict]] = {
+    "ci": {"all": {"backbone_kwargs": {"width": 12, "modes": 6, "layers": 2}, "epochs": 8, "batch_size": 8,
+                   "max_steps": 30, "n_select": 16, "save_every_s": 30.0}},
+    "default": {"all": {"backbone_kwargs": {"width": 16, "modes": 12, "layers": 4}, "epochs": 8,
+                        "batch_size": 8, "max_steps": 100, "n_select": 64}},
+    "paper": {"all": {"backbone_kwargs": {"width": 64, "modes": 20, "layers": 4}, "epochs": 100,
+                      "batch_size": 32, "lr": 5e-4, "max_steps": 200, "n_select": 200}},
+}

@@ -16,7 +16,8 @@ import pandas as pd
 import seaborn as sns
 
 __all__ = ["set_style", "save_figure", "plot_conditioning", "plot_bound_tightness", "plot_gd_damping",
-           "plot_trajectories", "plot_error_bands"]
+           "plot_trajectories", "plot_error_bands", "plot_training_curves", "plot_iterate_losses",
+           "plot_iterate_errors", "plot_stability"]
 
 _STYLED = False
 
@@ -231,3 +232,58 @@ def plot_error_bands(bands: pd.DataFrame, trajectories: pd.DataFrame | None = No
                     title="error in band", fontsize="small")
     g.figure.suptitle("where the error hides: eigenmode bands of the error", y=1.03)
     return save_figure(g.figure, path)
+
+
+def plot_training_curves(history: pd.DataFrame, path: str | Path | None = None) -> matplotlib.figure.Figure:
+    """Validation rel L2 per epoch (``ens.evaluate.history_frame`` rows), one panel per family."""
+    _require(history, ["family", "model", "epoch", "val_rel_l2"], "plot_training_curves")
+    g = sns.relplot(data=history, x="epoch", y="val_rel_l2", hue="model", col="family", kind="line", marker="o",
+                    col_wrap=min(3, history.family.nunique()), height=2.6, aspect=1.2, facet_kws={"sharey": False})
+    g.set(yscale="log")
+    g.set_axis_labels("epoch", "validation rel. L2")
+    g.set_titles("{col_name}")
+    return save_figure(g.figure, path)
+
+
+def plot_iterate_losses(frame: pd.DataFrame, path: str | Path | None = None) -> matplotlib.figure.Figure:
+    """Training MSE of each unrolled iterate, one line per epoch (``ens.evaluate.iterate_loss_frame``)."""
+    _require(frame, ["iterate", "train_mse", "epoch"], "plot_iterate_losses")
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    sns.lineplot(data=frame, x="iterate", y="train_mse", hue="epoch", palette="viridis", marker="o", ax=ax)
+    ax.set(yscale="log", xlabel="iterate t (0: predictor G0)", ylabel="training MSE / state scale$^2$")
+    ax.legend(title="epoch", ncol=2, fontsize="small")
+    return save_figure(fig, path)
+
+
+def plot_iterate_errors(frame: pd.DataFrame, path: str | Path | None = None) -> matplotlib.figure.Figure:
+    """Validation rel L2 of each ENS iterate against the surrogate's (dashed), one panel per family."""
+    _require(frame, ["family", "method", "iteration", "rel_l2"], "plot_iterate_errors")
+    families = list(dict.fromkeys(frame.family))
+    ncol = min(3, len(families))
+    nrow = -(-len(families) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 2.8 * nrow), squeeze=False)
+    for ax, fam in zip(axes.flat, families):
+        df = frame[frame.family == fam]
+        ens = df[df.method == "ens"]
+        ax.plot(ens.iteration, ens.rel_l2, marker=".", label="ENS iterates")
+        for _, row in df[df.method == "surrogate"].iterrows():
+            ax.axhline(row.rel_l2, ls="--", color="C1", label="surrogate")
+        ax.set(yscale="log", title=fam, xlabel="ENS iteration", ylabel="validation rel. L2")
+    for ax in axes.flat[len(families):]:
+        ax.set_visible(False)
+    axes.flat[0].legend()
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_stability(table: pd.DataFrame, chosen: dict | None = None, path: str | Path | None = None) -> matplotlib.figure.Figure:
+    """Validation rel L2 against the number of ENS steps, one line per alpha (the selection table
+    stored in a checkpoint); ``chosen`` = ``{"alpha": a, "steps": T}`` is marked."""
+    _require(table, ["alpha", "step", "val_rel_l2"], "plot_stability")
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    sns.lineplot(data=table, x="step", y="val_rel_l2", hue="alpha", style="family" if "family" in table else None,
+                 marker="o", palette="flare", ax=ax)
+    if chosen is not None:
+        ax.axvline(chosen["steps"], color="0.5", ls=":", lw=1)
+    ax.set(xscale="symlog", yscale="log", xlabel="ENS steps T", ylabel="validation rel. L2")
+    return save_figure(fig, path)

@@ -1,4 +1,5 @@
-"""Command line ``ens data generate|verify|info``: argument errors, output and exit codes.
+"""Command line ``ens data generate|verify|info``, ``ens train``, ``ens study``: argument errors,
+output and exit codes.
 
 Runs ``ens.cli.main`` in-process on the Poisson ``ci`` sets (well under a second to generate);
 ``tests/test_data.py`` runs ``python -m ens`` in a subprocess for the kill-and-resume test.
@@ -27,7 +28,12 @@ def root(tmp_path_factory):
     (["data", "generate", "--profile", "ci", "--split", "dev"], "'train', 'val', 'test'"),
     (["data", "info", "--profile", "paper2"], "'ci', 'default', 'paper'"),
     (["data", "purge"], "'generate', 'verify', 'info'"),
-    (["train"], "'data'"),
+    (["fit"], "'data', 'train', 'study'"),
+    (["train", "--profile", "ci", "--family", "burgers"], "'poisson', 'helmholtz'"),
+    (["train", "--profile", "ci", "--family", "poisson", "--kind", "gan"], "'ens', 'surrogate', 'both'"),
+    (["train", "--profile", "ci", "--family", "poisson", "--unroll", "half"], "'full', 'truncated'"),
+    (["train", "--profile", "ci", "--family", "poisson", "--scaling", "raw"], "'constant', 'sample', 'h2'"),
+    (["study", "--family", "stokes"], "'poisson', 'helmholtz'"),
 ])
 def test_bad_arguments_exit_2_listing_the_valid_choices(args, valid, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -83,3 +89,23 @@ def test_info_lists_what_exists(root, capsys):
     assert poisson == {s.path: "present" for s in datasets("ci", "poisson")}
     assert lines["darcy/train_contrast=4.h5"] == "missing"
     assert "{'k': 3.0}" in out  # shift values are printed from the config
+
+
+def test_train_needs_a_family_or_all_and_a_positive_epoch_count(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--profile", "ci"])
+    assert exc.value.code == 2 and "one of the arguments --family --all is required" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--profile", "ci", "--family", "poisson", "--epochs", "0"])
+    assert exc.value.code == 2 and "expected a positive integer, got 0" in capsys.readouterr().err
+
+
+def test_train_writes_a_checkpoint_and_reports_the_choice(root, tmp_path, capsys):
+    out = tmp_path / "ck"
+    args = ["train", "--profile", "ci", "--family", "poisson", "--root", str(root), "--out", str(out), "--epochs", "1"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "poisson ens: validation rel L2" in text and "alpha=" in text and "poisson surrogate" in text
+    assert sorted(p.name for p in (out / "ci").iterdir()) == ["poisson_ens.pt", "poisson_surrogate.pt"]
+    assert main(args) == 0  # a finished run is kept, not retrained
+    assert "exists, nothing to do" in capsys.readouterr().out

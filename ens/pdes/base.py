@@ -105,6 +105,16 @@ class PDE:
             self.check_state(u, c)
         return self._residual(u, c)
 
+    def residual_scale(self, c: torch.Tensor) -> torch.Tensor:
+        """Per-sample size of the problem ``||R(0; c)||``, shape ``(B,)``.
+
+        For the elliptic families this is the norm of the forcing on the interior nodes, so
+        ``||R(u; c)|| / residual_scale(c)`` is the familiar ``||r|| / ||f||``; for Navier--Stokes
+        it is dominated by ``||w0|| / dt_snapshot``. Solvers report residuals relative to it.
+        """
+        zero = torch.zeros(c.shape[0], self.out_channels, c.shape[-2], c.shape[-1], dtype=c.dtype, device=c.device)
+        return self._residual(zero, c).flatten(1).norm(dim=1)
+
     def _residual(self, u: torch.Tensor, c: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 

@@ -1,0 +1,99 @@
+"""The ENS corrector loop (and the plain surrogate through the same interface).
+
+``u_0 = G0(c)``, ``u_{t+1} = u_t + alpha G1([c, u_t, s R(u_t; c)])`` for ``t < steps``.
+
+Stop rule (``stop="residual"``), which never looks at the reference solution: each sample keeps
+the iterate with the smallest residual seen so far as its estimate, and the loop ends early once
+no sample has lowered its best residual by more than ``rtol`` (relative) for ``patience``
+consecutive steps. The recorded trajectory then reports the kept estimates, so its residual
+never increases. With ``stop=None`` every iterate is reported and the loop runs ``steps`` steps.
+
+Divergence: an iterate with NaN/Inf entries, or a residual ``max_growth`` times the starting one
+for some sample, ends the loop. With ``on_divergence="raise"`` (the default) a
+:class:`DivergenceError` names the step and suggests a smaller ``alpha``; with ``"stop"`` the
+trajectory up to the last finite iterate is returned with ``status="diverged"`` and the
+message (evaluation tables record it instead of losing the whole run).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..models import NeuralSolver
+from ..pdes import PDE
+from .trajectory import DivergenceError, Recorder, Trajectory
+
+__all__ = ["ens_solve", "surrogate_solve", "STOP_RULES"]
+
+STOP_RULES = (None, "residual")
+
+
+def surrogate_solve(model: NeuralSolver, pde: PDE, c: torch.Tensor, u_true: torch.Tensor | None = None,
+                    keep_states: bool = False) -> Trajectory:
+    """The one-shot prediction ``u_0 = G0(c)`` as a one-point trajectory (method ``"surrogate"``)."""
+    pde.check_input(c)
+    rec = Recorder(pde, c, u_true, keep_states)
+    with torch.no_grad():
+        u = model.predict(pde, c)
+        rec.record(u, pde.residual(u, c, check=False), residual_evals=1)
+    return rec.trajectory("surrogate", u)
+
+
+def ens_solve(model: NeuralSolver, pde: PDE, c: torch.Tensor, *, alpha: float, steps: int,
+              u_true: torch.Tensor | None = None, stop: str | None = None, patience: int = 3,
+              rtol: float = 1e-3, max_growth: float = 1e3, on_divergence: str = "raise",
+              keep_states: bool = False) -> Trajectory:
+    """Run the ENS loop on a batch ``c`` and return its :class:`Trajectory` (method ``"ens"``)."""
+    if not model.is_ens:
+        raise ValueError("ens_solve needs a model with a corrector; use surrogate_solve for a plain surrogate")
+    if isinstance(alpha, bool) or not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"expected alpha to be a positive finite number, got {alpha!r}")
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+        raise ValueError(f"expected steps to be a non-negative int, got {steps!r}")
+    if stop not in STOP_RULES:
+        raise ValueError(f"unknown stop rule {stop!r}; expected one of {list(STOP_RULES)}")
+    if on_divergence not in ("raise", "stop"):
+        raise ValueError(f"expected on_divergence to be 'raise' or 'stop', got {on_divergence!r}")
+    pde.check_input(c)
+    rec = Recorder(pde, c, u_true, keep_states)
+    status, message = "ok", ""
+    with torch.no_grad():
+        u = model.predict(pde, c)
+        r = pde.residual(u, c, check=False)
+        n_res = 1
+        res0 = r.flatten(1).norm(dim=1)
+        best_u, best_r, best_norm = u, r, res0
+        stale = torch.zeros_like(res0, dtype=torch.long)
+        rec.record(u, r, n_res)
+        for t in range(1, steps + 1):
+            u_new = u + alpha * model.correction(pde, c, u, r)
+            r_new = pde.residual(u_new, c, check=False)
+            n_res += 1
+            norm = r_new.flatten(1).norm(dim=1)
+            bad = ~torch.isfinite(norm) | (norm > max_growth * res0)
+            if bool(bad.any()):
+                why = ("a non-finite iterate" if not bool(torch.isfinite(norm[bad]).all())
+                       else f"the residual grew more than {max_growth:g}x above its start")
+                message = (f"ENS diverged at step {t} of {steps} with alpha={alpha:g}: {why} "
+                           f"({int(bad.sum())} of {len(norm)} samples); use a smaller alpha or fewer steps")
+                if on_divergence == "raise":
+                    raise DivergenceError(message)
+                status = "diverged"
+                break
+            u, r = u_new, r_new
+            if stop == "residual":
+                better = norm < best_norm * (1 - rtol)
+                stale = torch.where(better, torch.zeros_like(stale), stale + 1)
+                keep = (norm < best_norm)[:, None, None, None]
+                best_u, best_r = torch.where(keep, u, best_u), torch.where(keep, r, best_r)
+                best_norm = torch.minimum(norm, best_norm)
+                rec.record(best_u, best_r, n_res)
+                if bool((stale >= patience).all()):
+                    status, message = "stopped", f"residual stopped decreasing; stopped after step {t}"
+                    break
+            else:
+                rec.record(u, r, n_res)
+    final = best_u if stop == "residual" else u
+    return rec.trajectory("ens", final, status, message, alpha=alpha, steps=steps, stop=stop)

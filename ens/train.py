@@ -1,0 +1,427 @@
+"""Training of ENS and of the same-budget neural surrogate: the unrolled loss, resume, selection.
+
+ENS (``kind="ens"``) trains the predictor ``G0`` and the corrector ``G1`` jointly on the unrolled
+loop ``u_{t+1} = u_t + alpha_train G1([c, u_t, s R(u_t)])``, ``t = 0 .. T_train - 1``, with the
+loss ``mean_{t=1..T} MSE(u_t, u*) / state_scale^2`` (every iterate supervised). The corrector's
+input is built without gradient. Two unroll variants:
+
+* ``"full"``: gradient flows through the additive chain ``u_t = u_0 + alpha sum G1(...)``;
+* ``"truncated"``: ``u_t`` is detached after each step (``t >= 1``), so each correction is
+  trained for the state it saw; ``u_0`` is not detached, so ``G0`` learns from the first step's
+  loss. (Detaching ``u_0`` too would leave the predictor without gradient -- a defect of one
+  reference variant; ``tests/test_train.py`` checks that both networks receive gradient.)
+
+The surrogate (``kind="surrogate"``) is the same backbone trained alone with the loss
+``MSE(u_0, u*)``, for the same number of epochs on the same data, batches and optimiser.
+
+Optimiser AdamW, optional cosine schedule (per optimiser step) and gradient-norm clipping. After
+every epoch the mean relative L2 error on the validation split (ENS: the iterate ``T_train``;
+surrogate: ``u_0``) decides the best weights. When training ends, ``alpha_test`` and ``T_test``
+are chosen on the validation split only (:func:`select_inference`) and stored in the checkpoint.
+
+Resume: ``<name>.last.pt`` holds the weights, optimiser and scheduler state, the epoch and batch
+position and the running sums, saved atomically at the end of every epoch and every
+``save_every_s`` seconds within one. The order of the batches of epoch ``e`` comes from a
+generator seeded with ``(seed, e)``, so a job killed at any point and restarted continues the
+same sequence of updates and ends with the same weights as an uninterrupted run (bit-identical
+on the CPU with the same thread count). The finished checkpoint ``<name>.pt`` holds the best
+weights, the history and the inference choice; the ``.last.pt`` file is then removed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from .data import load_dataset
+from .experiments import TRAINING, check_choice, dataset_spec, in_distribution_setting
+from .models import (BACKBONES, NeuralSolver, Normalization, ResidualScaling, SCALINGS, build_backbone,
+                     load_checkpoint, save_checkpoint)
+from .models.checkpoint import build_solver, solver_state
+from .pdes import FAMILIES, PDE
+from .solvers import ens_solve, surrogate_solve
+
+__all__ = ["TrainConfig", "KINDS", "UNROLLS", "RECIPE_VARIANTS", "checkpoint_dir", "checkpoint_path",
+           "unrolled_loss", "train", "select_inference", "evaluate_split", "recipe_study"]
+
+KINDS = ("ens", "surrogate")
+UNROLLS = ("full", "truncated")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run (stored in the checkpoint).
+
+    ``backbone_kwargs`` are the backbone's constructor arguments besides the channel counts;
+    ``alphas`` and ``max_steps`` span the validation grid of :func:`select_inference`;
+    ``n_select`` validation samples are used for it (the first ones of the split).
+    """
+
+    profile: str
+    family: str
+    kind: str = "ens"
+    backbone: str = "fno_cnn"
+    backbone_kwargs: tuple = (("width", 24), ("modes", 12), ("layers", 4))
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    grad_clip: float | None = 1.0
+    steps: int = 5
+    alpha: float = 1.0
+    unroll: str = "full"
+    scaling: str = "h2"
+    lowpass: float | None = None
+    n_train: int | None = None
+    seed: int = 33
+    alphas: tuple = (0.25, 0.5, 1.0)
+    max_steps: int = 50
+    n_select: int = 64
+    save_every_s: float = 60.0
+
+    def __post_init__(self):
+        check_choice("family", self.family, FAMILIES)
+        check_choice("kind", self.kind, KINDS)
+        check_choice("backbone", self.backbone, BACKBONES)
+        check_choice("unroll", self.unroll, UNROLLS)
+        check_choice("scaling", self.scaling, SCALINGS)
+        check_choice("schedule", self.schedule, ("cosine", "none"))
+        kwargs = self.backbone_kwargs.items() if isinstance(self.backbone_kwargs, dict) else self.backbone_kwargs
+        object.__setattr__(self, "backbone_kwargs", tuple(sorted((str(k), v) for k, v in kwargs)))
+        object.__setattr__(self, "alphas", tuple(float(a) for a in self.alphas))
+        for name in ("epochs", "batch_size", "steps", "max_steps", "n_select", "seed"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < (0 if name == "seed" else 1):
+                raise ValueError(f"expected {name} to be a positive int, got {v!r}")
+        for name in ("lr", "alpha", "save_every_s"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"expected {name} to be a positive number, got {v!r}")
+        if not self.alphas or any(not (math.isfinite(a) and a > 0) for a in self.alphas):
+            raise ValueError(f"expected alphas to be positive numbers, got {self.alphas!r}")
+        if self.n_train is not None and (not isinstance(self.n_train, int) or self.n_train < 1):
+            raise ValueError(f"expected n_train to be a positive int or None, got {self.n_train!r}")
+
+    @classmethod
+    def for_profile(cls, profile: str, family: str, kind: str = "ens", **overrides) -> "TrainConfig":
+        """The profile's settings (``ens.experiments.TRAINING``) with ``overrides`` on top."""
+        check_choice("profile", profile, TRAINING)
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - fields)
+        if unknown:
+            raise ValueError(f"unknown training option(s) {unknown}; expected some of {sorted(fields)}")
+        base = TRAINING[profile]
+        settings = {**base.get("all", {}), **base.get(family, {}), **overrides}
+        return cls(profile=profile, family=family, kind=kind, **settings)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["backbone_kwargs"] = dict(self.backbone_kwargs)
+        d["alphas"] = list(self.alphas)
+        return d
+
+    @property
+    def name(self) -> str:
+        return f"{self.family}_{self.kind}"
+
+
+def checkpoint_dir(profile: str, root: str | os.PathLike | None = None) -> Path:
+    """Where the checkpoints of a profile live: ``root`` if given, else ``$ENS_CHECKPOINT_DIR``,
+    else ``data/checkpoints`` of the checkout; then ``/<profile>``."""
+    if root is None:
+        root = os.environ.get("ENS_CHECKPOINT_DIR") or Path(__file__).resolve().parents[1] / "data" / "checkpoints"
+    return Path(root) / profile
+
+
+def checkpoint_path(profile: str, family: str, kind: str, root=None) -> Path:
+    check_choice("kind", kind, KINDS)
+    return checkpoint_dir(profile, root) / f"{family}_{kind}.pt"
+
+
+# ---- the unrolled loss -------------------------------------------------------------------------
+def unrolled_loss(model: NeuralSolver, pde: PDE, c: torch.Tensor, u_true: torch.Tensor, steps: int,
+                  alpha: float, unroll: str = "full") -> tuple[torch.Tensor, list[float]]:
+    """Training loss of one batch and the per-iterate MSEs (state units).
+
+    Surrogate: ``MSE(u_0, u*)``; ENS: the mean over ``t = 1 .. steps`` (see the module docstring).
+    """
+    scale2 = model.normalization.state_scale ** 2
+    u = model.predict(pde, c)
+    per_iterate = [torch.mean((u - u_true) ** 2) / scale2]
+    if not model.is_ens:
+        return per_iterate[0], [float(per_iterate[0].detach())]
+    for t in range(steps):
+        with torch.no_grad():
+            r = pde.residual(u.detach(), c, check=False)
+        base = u.detach() if (unroll == "truncated" and t > 0) else u
+        u = base + alpha * model.correction(pde, c, u.detach(), r)
+        per_iterate.append(torch.mean((u - u_true) ** 2) / scale2)
+    loss = torch.stack(per_iterate[1:]).mean()
+    return loss, [float(x.detach()) for x in per_iterate]
+
+
+# ---- evaluation on a split ---------------------------------------------------------------------
+def evaluate_split(model: NeuralSolver, pde: PDE, c: torch.Tensor, u: torch.Tensor, *, alpha: float | None,
+                   steps: int, batch_size: int = 64, stop: str | None = None) -> dict[str, torch.Tensor]:
+    """Per-iterate relative L2 error and residual ``(steps + 1, N)`` over a whole split, batched.
+
+    ``alpha=None`` or a surrogate evaluates ``u_0`` only. Divergence is not raised: the iterates
+    after it are reported as ``inf``.
+    """
+    errs, ress = [], []
+    model.eval()
+    for i in range(0, len(c), batch_size):
+        cb, ub = c[i:i + batch_size], u[i:i + batch_size]
+        if model.is_ens and alpha is not None and steps > 0:
+            tr = ens_solve(model, pde, cb, alpha=alpha, steps=steps, u_true=ub, stop=stop, on_divergence="stop")
+        else:
+            tr = surrogate_solve(model, pde, cb, u_true=ub)
+        n = steps + 1 if (model.is_ens and alpha is not None) else 1
+        pad = n - tr.rel_error.shape[0]
+        fill = torch.full((pad, len(cb)), math.inf, dtype=torch.float64)
+        # a stopped run keeps its last estimate; a diverged one reports inf after the divergence
+        last_err = tr.rel_error[-1:].expand(pad, -1) if tr.status == "stopped" else fill
+        last_res = tr.rel_residual[-1:].expand(pad, -1) if tr.status == "stopped" else fill
+        errs.append(torch.cat([tr.rel_error, last_err]))
+        ress.append(torch.cat([tr.rel_residual, last_res]))
+    return {"rel_error": torch.cat(errs, 1), "rel_residual": torch.cat(ress, 1)}
+
+
+REPORT_STEPS = (0, 1, 5, 10, 20, 50, 100, 200)
+
+
+def select_inference(model: NeuralSolver, pde: PDE, c_val: torch.Tensor, u_val: torch.Tensor,
+                     alphas, max_steps: int) -> dict:
+    """Choose ``alpha_test`` and ``T_test`` on validation data: the pair with the lowest mean
+    relative L2 error over ``alphas x {1 .. max_steps}``. Returns the choice, the table of
+    mean errors and residuals at ``REPORT_STEPS`` per alpha (the stability evidence), and the
+    error of the residual stop rule at the chosen alpha."""
+    rows, best = [], (math.inf, None, None)
+    for a in alphas:
+        ev = evaluate_split(model, pde, c_val, u_val, alpha=a, steps=max_steps)
+        err, res = ev["rel_error"].mean(1), ev["rel_residual"].mean(1)
+        t = int(torch.argmin(err[1:])) + 1
+        if float(err[t]) < best[0]:
+            best = (float(err[t]), a, t)
+        for s in sorted(set(REPORT_STEPS) | {max_steps}):
+            if s <= max_steps:
+                rows.append({"alpha": a, "step": s, "val_rel_l2": float(err[s]), "val_rel_residual": float(res[s])})
+    if best[1] is None:
+        raise RuntimeError("every alpha diverged on the validation split; retrain with a smaller alpha")
+    _, alpha, steps = best
+    stop = evaluate_split(model, pde, c_val, u_val, alpha=alpha, steps=max_steps, stop="residual")
+    return {"alpha": alpha, "steps": steps, "val_rel_l2": best[0], "max_steps": max_steps,
+            "table": rows, "stop_rule_val_rel_l2": float(stop["rel_error"][-1].mean()),
+            "n_val": len(c_val)}
+
+
+# ---- the training job --------------------------------------------------------------------------
+def _build(config: TrainConfig, pde: PDE, c: torch.Tensor, u: torch.Tensor):
+    kwargs = dict(config.backbone_kwargs)
+    pk = {"in_channels": pde.in_channels, "out_channels": pde.out_channels, **kwargs}
+    ck = {"in_channels": pde.in_channels + 2 * pde.out_channels, "out_channels": pde.out_channels, **kwargs}
+    torch.manual_seed(config.seed)
+    predictor = build_backbone(config.backbone, **pk)
+    corrector = build_backbone(config.backbone, **ck) if config.kind == "ens" else None
+    scaling = ResidualScaling.fit(config.scaling, pde, c, config.lowpass) if config.kind == "ens" else None
+    model = NeuralSolver(predictor, corrector, Normalization.fit(c, u), scaling)
+    return model, pk, (ck if config.kind == "ens" else None)
+
+
+def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+
+
+def train(config: TrainConfig, *, out_dir=None, data_root=None, device="cpu", resume: bool = True,
+          generate_missing: bool = True, progress: bool | None = None,
+          log: Callable[[str], None] | None = None, stop_after_batches: int | None = None) -> Path:
+    """Train one model and write ``<out_dir>/<family>_<kind>.pt``; returns its path.
+
+    ``stop_after_batches`` ends the job after that many optimiser steps of this call, leaving
+    only the ``.last.pt`` resume file (used by the tests to simulate an interruption).
+    """
+    log = log or (lambda msg: None)
+    device = torch.device(device)
+    out = checkpoint_dir(config.profile, out_dir)
+    final_path, last_path = out / f"{config.name}.pt", out / f"{config.name}.last.pt"
+    train_spec = dataset_spec(config.profile, config.family, "train", _in_dist(config))
+    val_spec = dataset_spec(config.profile, config.family, "val", _in_dist(config))
+    pde = train_spec.pde()
+    c_tr, u_tr = load_dataset(train_spec, data_root, generate_missing, log=log).tensors(0, config.n_train)
+    c_va, u_va = load_dataset(val_spec, data_root, generate_missing, log=log).tensors()
+    model, pk, ck = _build(config, pde, c_tr, u_tr)
+    model.to(device)
+    c_tr, u_tr, c_va, u_va = (x.to(device) for x in (c_tr, u_tr, c_va, u_va))
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    n_batches = math.ceil(len(c_tr) / config.batch_size)
+    total = config.epochs * n_batches
+    sched = (torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1 + math.cos(math.pi * min(k, total) / total)))
+             if config.schedule == "cosine" else None)
+    state = {"epoch": 0, "batch": 0, "sums": [0.0] * (config.steps + 1 if config.kind == "ens" else 1),
+             "loss_sum": 0.0, "history": [], "best": None, "best_val": math.inf, "wall_time_s": 0.0}
+    if resume and last_path.exists():
+        raw = torch.load(last_path, map_location=device, weights_only=True)
+        if raw.get("config") != config.to_dict():
+            raise ValueError(f"{last_path} belongs to a run with another configuration; delete it or pass "
+                             f"resume=False (--no-resume) to start over")
+        model.load_state_dict(raw["resume"]["model"])
+        opt.load_state_dict(raw["resume"]["optimizer"])
+        if sched is not None:
+            sched.load_state_dict(raw["resume"]["scheduler"])
+        state = raw["resume"]["state"]
+        log(f"{config.name}: resuming at epoch {state['epoch'] + 1}, batch {state['batch']}")
+    elif final_path.exists() and resume:
+        log(f"{config.name}: {final_path} exists, nothing to do (pass resume=False to retrain)")
+        return final_path
+
+    def payload(weights: dict | None = None, extra: dict | None = None) -> dict:
+        model_state = solver_state(model, config.backbone, pk, ck)
+        if weights is not None:  # the best weights instead of the current ones
+            for part in ("predictor", "corrector"):
+                if model_state[part] is not None:
+                    model_state[part]["state_dict"] = {k[len(part) + 1:]: v for k, v in weights.items()
+                                                       if k.startswith(part + ".")}
+        return {"kind": config.kind, "family": config.family, "pde_params": pde.params,
+                "in_channels": pde.in_channels, "out_channels": pde.out_channels,
+                "resolution": train_spec.resolution, **model_state, "config": config.to_dict(),
+                "history": state["history"], "inference": {}, **(extra or {})}
+
+    def save_last():
+        resume_state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict() if sched is not None else None, "state": state}
+        save_checkpoint(payload(extra={"resume": resume_state}), last_path)
+
+    steps_this_call, last_save = 0, time.perf_counter()
+    show = progress if progress is not None else True
+    for epoch in range(state["epoch"], config.epochs):
+        model.train()
+        order = _epoch_order(len(c_tr), config.seed, epoch)
+        bar = tqdm(total=n_batches, initial=state["batch"], desc=f"{config.name} epoch {epoch + 1}/{config.epochs}",
+                   disable=not show, leave=False)
+        t_epoch = time.perf_counter()
+        for b in range(state["batch"], n_batches):
+            idx = order[b * config.batch_size:(b + 1) * config.batch_size]
+            loss, per_it = unrolled_loss(model, pde, c_tr[idx], u_tr[idx], config.steps, config.alpha, config.unroll)
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"{config.name}: non-finite training loss at epoch {epoch + 1}, batch {b}; "
+                                         f"lower lr (now {config.lr:g}) or alpha (now {config.alpha:g})")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            opt.step()
+            if sched is not None:
+                sched.step()
+            state["batch"] = b + 1
+            state["loss_sum"] += loss_value
+            state["sums"] = [s + x for s, x in zip(state["sums"], per_it)]
+            bar.update()
+            bar.set_postfix(loss=f"{loss_value:.3g}")
+            steps_this_call += 1
+            now = time.perf_counter()
+            state["wall_time_s"] += now - t_epoch
+            t_epoch = now
+            if stop_after_batches is not None and steps_this_call >= stop_after_batches:
+                save_last()
+                bar.close()
+                log(f"{config.name}: stopped after {steps_this_call} batches (resume file {last_path})")
+                return last_path
+            if now - last_save > config.save_every_s:
+                save_last()
+                last_save = time.perf_counter()
+        bar.close()
+        model.eval()
+        with torch.no_grad():
+            ev = evaluate_split(model, pde, c_va, u_va, alpha=config.alpha if config.kind == "ens" else None,
+                                steps=config.steps if config.kind == "ens" else 0)
+        val = float(ev["rel_error"][-1].mean())
+        state["wall_time_s"] += time.perf_counter() - t_epoch
+        record = {"epoch": epoch + 1, "train_loss": state["loss_sum"] / n_batches,
+                  "train_mse_per_iterate": [s / n_batches for s in state["sums"]],
+                  "val_rel_l2": val, "val_rel_l2_per_iterate": ev["rel_error"].mean(1).tolist(),
+                  "lr": opt.param_groups[0]["lr"], "wall_time_s": state["wall_time_s"]}
+        state["history"].append(record)
+        if val < state["best_val"]:
+            state["best_val"], state["best"] = val, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        log(f"{config.name} epoch {epoch + 1}/{config.epochs}: train loss {record['train_loss']:.4g}, "
+            f"val rel L2 {val:.4g} ({state['wall_time_s']:.0f} s)")
+        state.update(epoch=epoch + 1, batch=0, loss_sum=0.0, sums=[0.0] * len(state["sums"]))
+        save_last()
+        last_save = time.perf_counter()
+
+    if state["best"] is None:
+        raise FloatingPointError(
+            f"{config.name}: the validation error was not finite after any epoch (the unrolled corrector "
+            f"diverges); retrain with a smaller alpha (now {config.alpha:g}) or lr (now {config.lr:g}): "
+            f"delete {last_path} or pass resume=False (--no-resume)")
+    model.load_state_dict(state["best"])
+    model.eval()
+    t0 = time.perf_counter()
+    if config.kind == "ens":
+        n = min(config.n_select, len(c_va))
+        inference = select_inference(model, pde, c_va[:n], u_va[:n], [a * config.alpha for a in config.alphas],
+                                     config.max_steps)
+        log(f"{config.name}: chose alpha={inference['alpha']:g}, T={inference['steps']} on {n} validation samples "
+            f"(val rel L2 {inference['val_rel_l2']:.4g}; stop rule {inference['stop_rule_val_rel_l2']:.4g})")
+    else:
+        inference = {"alpha": None, "steps": 0, "val_rel_l2": state["best_val"], "table": [], "n_val": len(c_va)}
+    inference["selection_time_s"] = time.perf_counter() - t0
+    final = payload(state["best"])
+    final["inference"] = inference
+    final["training"] = {"wall_time_s": state["wall_time_s"], "epochs": config.epochs,
+                         "optimizer_steps": config.epochs * n_batches, "n_train": len(c_tr),
+                         "device": device.type, "torch_version": str(torch.__version__),
+                         "threads": torch.get_num_threads()}
+    save_checkpoint(final, final_path)
+    last_path.unlink(missing_ok=True)
+    log(f"{config.name}: wrote {final_path} ({final_path.stat().st_size / 2 ** 20:.1f} MiB)")
+    return final_path
+
+
+def _in_dist(config: TrainConfig) -> str:
+    return in_distribution_setting(config.family)
+
+
+
+#: the recipe study's variants (TrainConfig overrides); "h2" equals "constant" at the training
+#: resolution, so the two cannot differ on validation data -- h2 is the default because it stays
+#: consistent on finer grids (notebook 04 measures that on the super-resolution test sets)
+RECIPE_VARIANTS: dict[str, dict] = {
+    "h2, full unroll": {},
+    "h2, truncated unroll": {"unroll": "truncated"},
+    "per-sample, full unroll": {"scaling": "sample"},
+    "h2 + low-pass 1/2, full unroll": {"lowpass": 0.5},
+}
+
+
+def recipe_study(profile: str, family: str, out_dir, *, variants: dict[str, dict] | None = None,
+                 data_root=None, device="cpu", log: Callable[[str], None] | None = None, **overrides):
+    """Train one ENS per recipe variant (same data, seed and budget) and tabulate validation errors.
+
+    Returns a tidy DataFrame (variant x alpha x step: mean validation rel L2 and residual, from
+    :func:`select_inference`'s table, plus the chosen alpha/T and the training time); every run's
+    checkpoint is kept under ``out_dir/<variant slug>/``. Only validation data are used.
+    """
+    import pandas as pd
+    frames = []
+    for name, variant in (variants or RECIPE_VARIANTS).items():
+        config = TrainConfig.for_profile(profile, family, "ens", **{**overrides, **variant})
+        slug = "".join(ch if ch.isalnum() else "_" for ch in name).strip("_")
+        path = train(config, out_dir=Path(out_dir) / slug, data_root=data_root, device=device, log=log)
+        ck = load_checkpoint(path)
+        table = pd.DataFrame(ck.inference["table"])
+        frames.append(table.assign(variant=name, chosen_alpha=ck.inference["alpha"], chosen_steps=ck.inference["steps"],
+                                   best_val_rel_l2=ck.inference["val_rel_l2"],
+                                   stop_rule_val_rel_l2=ck.inference["stop_rule_val_rel_l2"],
+                                   train_time_s=ck.raw["training"]["wall_time_s"]))
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,293 @@
+"""Training: the unrolled loss and its gradients, an end-to-end ci run, resume after an
+interruption (bit-identical to an uninterrupted run on the CPU), determinism, config checks.
+
+The module fixture generates the ci Helmholtz train / val sets (32 + 16 samples at S = 32) into a
+temporary data root; every training run uses the ci profile's tiny FNO-CNN for 2 epochs of 4
+batches (about a second each).
+"""
+
+import math
+
+import pytest
+import torch
+
+from ens.data import generate
+from ens.experiments import TRAINING, datasets
+from ens.models import CheckpointError, load_checkpoint
+from ens.pdes import get_pde
+from ens.train import KINDS, UNROLLS, TrainConfig, _build, train, unrolled_loss
+
+
+FAMILY = "helmholtz"
+N_BATCHES = 4  # 32 ci training samples / batch size 8
+
+
+def config(**overrides):
+    # alpha = 0.5 so that the inference grid is alphas * 0.5; max_steps 10 keeps selection fast
+    return TrainConfig.for_profile("ci", FAMILY, **{"epochs": 2, "alpha": 0.5, "max_steps": 10, **overrides})
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    # bit-identical comparisons need the same reduction order in every run
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory, single_thread):
+    root = tmp_path_factory.mktemp("data")
+    generate([s for s in datasets("ci", FAMILY) if s.split in ("train", "val")], root=root, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, data_root):
+    """One uninterrupted ENS run: (config, out_dir, final checkpoint path)."""
+    cfg = config()
+    out = tmp_path_factory.mktemp("ref")
+    path = train(cfg, out_dir=out, data_root=data_root, progress=False)
+    return cfg, out, path
+
+
+def small_batch(n=4, seed=0):
+    pde = get_pde(FAMILY)
+    c = pde.sample_inputs(n, 32, torch.Generator().manual_seed(seed), dtype=torch.float32)
+    return pde, c, pde.solve(c.double()).float()
+
+
+def grad_norms(net):
+    return sum(float(p.grad.norm()) ** 2 for p in net.parameters() if p.grad is not None) ** 0.5
+
+
+def build(kind="ens", **overrides):
+    pde, c, u = small_batch()
+    model, _, _ = _build(config(kind=kind, **overrides), pde, c, u)
+    return model, pde, c, u
+
+
+# ---- the unrolled loss --------------------------------------------------------------------------
+@pytest.mark.parametrize("unroll", UNROLLS)
+def test_both_unroll_variants_train_predictor_and_corrector(unroll):
+    model, pde, c, u = build(unroll=unroll)
+    loss, _ = unrolled_loss(model, pde, c, u, steps=3, alpha=0.5, unroll=unroll)
+    loss.backward()
+    # the reference code's defect: one variant left a network without gradient
+    assert grad_norms(model.predictor) > 0
+    assert grad_norms(model.corrector) > 0
+    # every parameter of both networks takes part
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+
+
+def test_unroll_variants_differ_only_beyond_the_first_step():
+    grads = {}
+    for steps in (1, 3):
+        for unroll in UNROLLS:
+            model, pde, c, u = build()
+            unrolled_loss(model, pde, c, u, steps=steps, alpha=0.5, unroll=unroll)[0].backward()
+            grads[steps, unroll] = torch.cat([p.grad.flatten() for p in model.predictor.parameters()])
+    # one step: u_1 = u_0 + alpha G1 in both variants, the same computation
+    assert torch.equal(grads[1, "full"], grads[1, "truncated"])
+    # three steps: "full" back-propagates the later iterates' losses into G0, "truncated" does not
+    assert not torch.allclose(grads[3, "full"], grads[3, "truncated"])
+
+
+def test_surrogate_loss_trains_its_predictor():
+    model, pde, c, u = build(kind="surrogate")
+    assert model.corrector is None
+    loss, per_it = unrolled_loss(model, pde, c, u, steps=5, alpha=0.5)
+    loss.backward()
+    assert grad_norms(model.predictor) > 0 and len(per_it) == 1
+    with torch.no_grad():
+        want = torch.mean((model.predict(pde, c) - u) ** 2) / model.normalization.state_scale ** 2
+    assert float(loss.detach()) == pytest.approx(float(want), rel=1e-6)  # float32 reductions, same order
+    assert per_it[0] == pytest.approx(float(loss.detach()), rel=1e-7)
+
+
+def test_corrector_input_is_built_without_gradient():
+    model, pde, c, u = build()
+    u0 = model.predict(pde, c)
+    assert u0.requires_grad
+    x = model.corrector_input(pde, c, u0, pde.residual(u0, c, check=False))
+    assert not x.requires_grad and x.shape == (4, 3, 32, 32)
+
+
+@pytest.mark.parametrize("unroll", UNROLLS)
+def test_ens_loss_is_the_mean_of_the_per_iterate_mses(unroll):
+    model, pde, c, u = build()
+    steps, alpha = 4, 0.5
+    loss, per_it = unrolled_loss(model, pde, c, u, steps=steps, alpha=alpha, unroll=unroll)
+    assert len(per_it) == steps + 1
+    # float32 losses converted to Python floats: agreement to float32 round-off
+    assert float(loss.detach()) == pytest.approx(sum(per_it[1:]) / steps, rel=1e-6)
+    assert float(loss.detach()) != pytest.approx(sum(per_it) / (steps + 1), rel=1e-6)  # u_0 is not in the ENS loss
+    s2 = model.normalization.state_scale ** 2
+    with torch.no_grad():
+        u_t = model.predict(pde, c)
+        for t in range(steps + 1):
+            assert per_it[t] == pytest.approx(float(torch.mean((u_t - u) ** 2) / s2), rel=1e-6)
+            u_t = u_t + alpha * model.correction(pde, c, u_t, pde.residual(u_t, c))
+
+
+# ---- the training job ---------------------------------------------------------------------------
+def test_training_end_to_end(reference):
+    cfg, out, path = reference
+    assert path == out / "ci" / "helmholtz_ens.pt" and path.is_file()
+    assert sorted(p.name for p in path.parent.iterdir()) == ["helmholtz_ens.pt"]  # no .last.pt, no .tmp
+    ck = load_checkpoint(path, family=FAMILY, in_channels=1, out_channels=1)
+    assert ck.kind == "ens" and ck.resolution == 32 and ck.model.is_ens
+    assert ck.config == cfg.to_dict() and ck.pde() == get_pde(FAMILY, k=1.0)
+    assert [h["epoch"] for h in ck.history] == [1, 2]
+    for h in ck.history:
+        assert math.isfinite(h["val_rel_l2"]) and math.isfinite(h["train_loss"])
+        assert len(h["train_mse_per_iterate"]) == cfg.steps + 1
+        assert len(h["val_rel_l2_per_iterate"]) == cfg.steps + 1
+        assert h["val_rel_l2"] == h["val_rel_l2_per_iterate"][-1]
+    inf = ck.inference
+    assert inf["alpha"] in [a * cfg.alpha for a in cfg.alphas]
+    assert 1 <= inf["steps"] <= cfg.max_steps and inf["max_steps"] == cfg.max_steps
+    assert inf["n_val"] == min(cfg.n_select, 16)
+    # the choice is the minimum of its own table at the reported steps
+    rows = [r for r in inf["table"] if r["alpha"] == inf["alpha"]]
+    assert min(r["val_rel_l2"] for r in rows if r["step"] >= 1) >= inf["val_rel_l2"] - 1e-12
+    assert ck.raw["training"]["optimizer_steps"] == 2 * N_BATCHES
+    # the kept weights are the best epoch's
+    best = min(range(2), key=lambda e: ck.history[e]["val_rel_l2"])
+    assert ck.history[best]["val_rel_l2"] == min(h["val_rel_l2"] for h in ck.history)
+
+
+def test_existing_final_checkpoint_is_kept(reference, data_root):
+    cfg, out, path = reference
+    before = path.read_bytes()
+    assert train(cfg, out_dir=out, data_root=data_root, progress=False) == path
+    assert path.read_bytes() == before
+
+
+def test_surrogate_training_end_to_end(tmp_path, data_root):
+    cfg = config(kind="surrogate", epochs=1)
+    ck = load_checkpoint(train(cfg, out_dir=tmp_path, data_root=data_root, progress=False))
+    assert ck.kind == "surrogate" and ck.model.corrector is None and ck.model.scaling is None
+    assert ck.inference["alpha"] is None and ck.inference["steps"] == 0 and len(ck.history) == 1
+    assert len(ck.history[0]["train_mse_per_iterate"]) == 1
+
+
+def _assert_same_run(path_a, path_b):
+    a, b = load_checkpoint(path_a), load_checkpoint(path_b)
+    for part in ("predictor", "corrector"):
+        sa, sb = a.raw[part]["state_dict"], b.raw[part]["state_dict"]
+        assert sa.keys() == sb.keys()
+        for k in sa:
+            assert torch.equal(sa[k], sb[k]), f"{part}.{k}"
+    assert [h["val_rel_l2"] for h in a.history] == [h["val_rel_l2"] for h in b.history]
+    assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
+    assert [h["train_mse_per_iterate"] for h in a.history] == [h["train_mse_per_iterate"] for h in b.history]
+    for key in ("alpha", "steps", "val_rel_l2", "table", "stop_rule_val_rel_l2"):
+        assert a.inference[key] == b.inference[key], key
+
+
+def test_same_seed_gives_identical_weights(reference, tmp_path, data_root):
+    cfg, _, path = reference
+    _assert_same_run(path, train(cfg, out_dir=tmp_path, data_root=data_root, progress=False))
+
+
+def test_another_seed_gives_other_weights(reference, tmp_path, data_root):
+    cfg, _, path = reference
+    other = load_checkpoint(train(config(seed=34), out_dir=tmp_path, data_root=data_root, progress=False))
+    ref = load_checkpoint(path)
+    k = next(iter(ref.raw["predictor"]["state_dict"]))
+    assert not torch.equal(ref.raw["predictor"]["state_dict"][k], other.raw["predictor"]["state_dict"][k])
+
+
+@pytest.mark.parametrize("interruptions", [(6,), (N_BATCHES,), (3, 2)],
+                         ids=["mid-epoch-2", "end-of-epoch-1", "twice"])
+def test_resume_after_interruption_is_bit_identical(reference, tmp_path, data_root, interruptions):
+    cfg, _, ref_path = reference
+    last = tmp_path / "ci" / "helmholtz_ens.last.pt"
+    final = tmp_path / "ci" / "helmholtz_ens.pt"
+    done = 0
+    for k in interruptions:
+        assert train(cfg, out_dir=tmp_path, data_root=data_root, progress=False, stop_after_batches=k) == last
+        done += k
+        assert last.is_file() and not final.exists()
+        raw = torch.load(last, weights_only=True)
+        state = raw["resume"]["state"]
+        # an interruption after an epoch's last batch comes before that epoch's validation
+        epoch = (done - 1) // N_BATCHES
+        assert (state["epoch"], state["batch"]) == (epoch, done - epoch * N_BATCHES)
+        assert len(state["history"]) == state["epoch"]
+    log = []
+    assert train(cfg, out_dir=tmp_path, data_root=data_root, progress=False, log=log.append) == final
+    assert any("resuming" in m for m in log)
+    assert not last.exists()
+    _assert_same_run(ref_path, final)
+
+
+def test_resume_file_of_another_config_is_refused(tmp_path, data_root):
+    cfg = config()
+    last = train(cfg, out_dir=tmp_path, data_root=data_root, progress=False, stop_after_batches=1)
+    with pytest.raises(ValueError, match="another configuration.*--no-resume"):
+        train(config(lr=2e-3), out_dir=tmp_path, data_root=data_root, progress=False)
+    assert last.is_file()  # the refused resume file is left alone
+    # the resume file is not a finished checkpoint, but it is a valid ENS file
+    assert load_checkpoint(last).inference == {}
+
+
+# ---- configuration checks -----------------------------------------------------------------------
+@pytest.mark.parametrize("field, value, choices", [
+    ("family", "burgers", "poisson"),
+    ("kind", "pinn", "surrogate"),
+    ("backbone", "resnet", "unet"),
+    ("unroll", "partial", "truncated"),
+    ("scaling", "rms", "h2"),
+    ("schedule", "step", "cosine"),
+])
+def test_unknown_choices_are_listed(field, value, choices):
+    with pytest.raises(ValueError, match=f"unknown {field} '{value}'; expected one of .*'{choices}'"):
+        TrainConfig(**{"profile": "ci", "family": "poisson", field: value})
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"epochs": 0}, "epochs"),
+    ({"batch_size": 2.5}, "batch_size"),
+    ({"steps": True}, "steps"),
+    ({"lr": -1e-3}, "lr"),
+    ({"alpha": math.nan}, "alpha"),
+    ({"alphas": ()}, "alphas"),
+    ({"alphas": (0.5, -1.0)}, "alphas"),
+    ({"n_train": 0}, "n_train"),
+    ({"seed": -1}, "seed"),
+])
+def test_invalid_values_are_refused(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig.for_profile("ci", "poisson", **overrides)
+
+
+def test_for_profile_checks_profile_and_overrides():
+    with pytest.raises(ValueError, match=r"unknown training option\(s\) \['lerning_rate'\].*'lr'"):
+        TrainConfig.for_profile("ci", "poisson", lerning_rate=1e-3)
+    with pytest.raises(ValueError, match="unknown profile 'huge'"):
+        TrainConfig.for_profile("huge", "poisson")
+    with pytest.raises(ValueError, match="unknown kind"):
+        TrainConfig.for_profile("ci", "poisson", kind="both")
+    cfg = TrainConfig.for_profile("ci", "poisson", "surrogate", epochs=3)
+    assert cfg.kind == "surrogate" and cfg.epochs == 3 and cfg.name == "poisson_surrogate"
+    assert dict(cfg.backbone_kwargs) == TRAINING["ci"]["all"]["backbone_kwargs"]
+    assert cfg.batch_size == TRAINING["ci"]["all"]["batch_size"]
+    assert set(KINDS) == {"ens", "surrogate"}
+    # the stored dict round-trips to an equal configuration
+    assert TrainConfig(**cfg.to_dict()) == cfg
+
+
+# ---- a validation that always diverges gets a clear error, not a TypeError -----------------------
+def test_training_whose_validation_always_diverges_fails_clearly(tmp_path, data_root):
+    # alpha = 20: the validation loop's residual grows > 1000x within the 5 training steps (val rel L2 = inf)
+    cfg = config(epochs=1, alpha=20.0, grad_clip=None, max_steps=2)
+    try:
+        path = train(cfg, out_dir=tmp_path, data_root=data_root, progress=False)
+    except (RuntimeError, FloatingPointError, ValueError) as err:  # a clear error is one acceptable fix ...
+        assert "alpha" in str(err)
+    else:  # ... keeping the last weights is the other
+        assert load_checkpoint(path).history[0]["val_rel_l2"] == math.inf
