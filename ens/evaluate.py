@@ -61,7 +61,8 @@ def iterate_errors(ck: Checkpoint, split: str = "val", setting: str | None = Non
 
 def ens_vs_surrogate(frames: pd.DataFrame) -> pd.DataFrame:
     """Summary per family from :func:`iterate_errors` frames: the surrogate's rel L2, ENS's at
-    iterations 0 and its last one, and the ratio surrogate / ENS (> 1: ENS is more accurate)."""
+    iteration 0 and at its last one, the ratio surrogate / ENS (> 1: ENS is more accurate), and
+    both methods' final relative residuals."""
     rows = []
     for family, df in frames.groupby("family", sort=False):
         sur = df[df.method == "surrogate"]
@@ -71,5 +72,7 @@ def ens_vs_surrogate(frames: pd.DataFrame) -> pd.DataFrame:
         rows.append({"family": family, "surrogate_rel_l2": float(sur.rel_l2.iloc[0]),
                      "ens_u0_rel_l2": float(ens.rel_l2.iloc[0]), "ens_rel_l2": float(ens.rel_l2.iloc[-1]),
                      "ens_steps": int(ens.iteration.iloc[-1]),
-                     "surrogate_over_ens": float(sur.rel_l2.iloc[0] / ens.rel_l2.iloc[-1])})
+                     "surrogate_over_ens": float(sur.rel_l2.iloc[0] / ens.rel_l2.iloc[-1]),
+                     "surrogate_rel_residual": float(sur.rel_residual.iloc[0]),
+                     "ens_rel_residual": float(ens.rel_residual.iloc[-1])})
     return pd.DataFrame(rows)

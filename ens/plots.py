@@ -276,14 +276,22 @@ def plot_iterate_errors(frame: pd.DataFrame, path: str | Path | None = None) -> 
     return save_figure(fig, path)
 
 
-def plot_stability(table: pd.DataFrame, chosen: dict | None = None, path: str | Path | None = None) -> matplotlib.figure.Figure:
+def plot_stability(table: pd.DataFrame, by: str | None = None, chosen: dict | None = None,
+                   path: str | Path | None = None) -> matplotlib.figure.Figure:
     """Validation rel L2 against the number of ENS steps, one line per alpha (the selection table
-    stored in a checkpoint); ``chosen`` = ``{"alpha": a, "steps": T}`` is marked."""
-    _require(table, ["alpha", "step", "val_rel_l2"], "plot_stability")
-    fig, ax = plt.subplots(figsize=(5, 3.4))
-    sns.lineplot(data=table, x="step", y="val_rel_l2", hue="alpha", style="family" if "family" in table else None,
-                 marker="o", palette="flare", ax=ax)
-    if chosen is not None:
-        ax.axvline(chosen["steps"], color="0.5", ls=":", lw=1)
-    ax.set(xscale="symlog", yscale="log", xlabel="ENS steps T", ylabel="validation rel. L2")
-    return save_figure(fig, path)
+    stored in a checkpoint), one panel per value of column ``by`` (e.g. the recipe variant);
+    ``chosen`` = ``{"alpha": a, "steps": T}`` is marked. Diverged rollouts (inf) are left out."""
+    _require(table, ["alpha", "step", "val_rel_l2"] + ([by] if by else []), "plot_stability")
+    data = table[np.isfinite(table.val_rel_l2)]
+    g = sns.relplot(data=data, x="step", y="val_rel_l2", hue="alpha", col=by, col_wrap=2 if by else None,
+                    kind="line", marker="o", palette="flare", height=2.6, aspect=1.3)
+    for ax in g.axes.flat:
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlim(left=0)
+        if chosen is not None:
+            ax.axvline(chosen["steps"], color="0.5", ls=":", lw=1)
+    g.set(yscale="log")
+    g.set_axis_labels("ENS steps T", "validation rel. L2")
+    if by:
+        g.set_titles("{col_name}")
+    return save_figure(g.figure, path)

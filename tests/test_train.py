@@ -291,3 +291,28 @@ def test_training_whose_validation_always_diverges_fails_clearly(tmp_path, data_
         assert "alpha" in str(err)
     else:  # ... keeping the last weights is the other
         assert load_checkpoint(path).history[0]["val_rel_l2"] == math.inf
+
+
+# ---- evaluation tables of trained checkpoints (ens.evaluate) --------------------------------------
+def test_iterate_errors_and_summary_follow_the_stored_choice(tmp_path, data_root, reference):
+    import pandas as pd
+    from ens.evaluate import ens_vs_surrogate, history_frame, iterate_errors, iterate_loss_frame
+    cfg, out, path = reference
+    ens_ck = load_checkpoint(path)
+    sur_path = train(config(kind="surrogate"), out_dir=tmp_path, data_root=data_root, progress=False)
+    sur_ck = load_checkpoint(sur_path)
+    frames = pd.concat([iterate_errors(ck, data_root=data_root) for ck in (ens_ck, sur_ck)])
+    ens_rows, sur_rows = frames[frames.method == "ens"], frames[frames.method == "surrogate"]
+    assert list(ens_rows.iteration) == list(range(ens_ck.inference["steps"] + 1)) and len(sur_rows) == 1
+    # the last ENS row is the validation error the selection stored (same samples: n_select = 16 = the split)
+    assert ens_rows.rel_l2.iloc[-1] == pytest.approx(ens_ck.inference["val_rel_l2"], rel=1e-6)
+    # the surrogate keeps its best epoch's weights: its error is that epoch's validation error
+    assert sur_rows.rel_l2.iloc[0] == pytest.approx(min(h["val_rel_l2"] for h in sur_ck.history), rel=1e-6)
+    summary = ens_vs_surrogate(frames)
+    row = summary.iloc[0]
+    assert row.surrogate_over_ens == pytest.approx(row.surrogate_rel_l2 / row.ens_rel_l2)
+    with pytest.raises(ValueError, match="both a surrogate and an ENS"):
+        ens_vs_surrogate(ens_rows)
+    assert list(history_frame(ens_ck).epoch) == [1, 2]
+    losses = iterate_loss_frame(ens_ck)
+    assert sorted(set(losses.iterate)) == list(range(cfg.steps + 1))
