@@ -52,7 +52,8 @@ class _ForcedDirichlet(PDE):
         by its eigenvalues (exact to round-off). With ``lam != 0``, Newton's method starts from
         the linear solution, solves each Jacobian system ``(Delta_h + k^2 + 3 lam diag(u^2))``
         with a sparse LU factorisation and backtracks until ``||R||`` decreases; it stops at
-        ``||R|| <= newton_rtol ||f||`` and raises ``RuntimeError`` if that is not reached.
+        ``||R|| <= newton_rtol ||f||`` and raises ``RuntimeError`` if that is not reached. The
+        iteration itself is :meth:`newton_iterates` (shared with ``ens.solvers.newton``).
         """
         self.check_input(c)
         S = c.shape[-1]
@@ -67,6 +68,33 @@ class _ForcedDirichlet(PDE):
         return u
 
     def _newton(self, u0: torch.Tensor, f: torch.Tensor, maxiter: int = 50) -> torch.Tensor:
+        """One sample's Newton solve for :meth:`solve`: the last of :meth:`newton_iterates`."""
+        u, rel = None, None
+        for u, rel, _, _ in self.newton_iterates(u0, f, maxiter):
+            pass
+        if u is None:  # the start already satisfies the tolerance
+            u = torch.zeros_like(f)
+            u[1:-1, 1:-1] = u0[1:-1, 1:-1].detach().cpu().double().to(f)
+        elif rel > self.newton_rtol:
+            raise RuntimeError(f"Newton's method did not reach ||R|| <= {self.newton_rtol:g} ||f|| "
+                               f"in {maxiter} iterations (||R||/||f|| = {rel:.2e})")
+        return u
+
+    def newton_iterates(self, u0: torch.Tensor, f: torch.Tensor, maxiter: int = 50):
+        """Newton's method for one sample, one iterate at a time.
+
+        ``u0`` and ``f`` are ``(S, S)`` fields (only the interior of ``u0`` is read: the
+        iterates have zero boundary values). Each step solves the Jacobian system
+        ``(Delta_h + k^2 + 3 lam diag(u^2)) dx = -R`` with a sparse LU factorisation (in float64
+        on the CPU) and backtracks ``step = 1, 1/2, ...`` until ``||R||`` decreases.
+
+        Yields ``(u, rel_residual, step, residual_evals)`` after each step: the iterate as an
+        ``(S, S)`` tensor in ``f``'s dtype and device, ``||R(u)|| / ||f||`` (float64), the accepted
+        step length and the number of residual evaluations the backtracking used. The generator
+        ends once ``||R|| <= newton_rtol ||f||`` -- checked before each step, so it yields nothing
+        from a start that already satisfies it -- or after ``maxiter`` steps (check the last
+        ``rel_residual``). ``RuntimeError`` if no step length down to ``1e-4`` reduces ``||R||``.
+        """
         k2, lam = self._k2_lam()
         S = f.shape[-1]
         n = S - 2
@@ -84,11 +112,12 @@ class _ForcedDirichlet(PDE):
         fnorm = max(np.linalg.norm(fi), np.finfo(float).tiny)
         for _ in range(maxiter):
             if np.linalg.norm(r) <= self.newton_rtol * fnorm:
-                break
+                return
             dx = spla.spsolve((L + sp.diags(3 * lam * x ** 2)).tocsc(), -r)
-            step, rnorm = 1.0, np.linalg.norm(r)
+            step, rnorm, evals = 1.0, np.linalg.norm(r), 0
             while step > 1e-4:
                 r_new = res(x + step * dx)
+                evals += 1
                 if np.linalg.norm(r_new) < rnorm:
                     break
                 step /= 2
@@ -96,12 +125,9 @@ class _ForcedDirichlet(PDE):
                 raise RuntimeError("Newton's method stalled: no step along the Newton direction "
                                    "reduces the residual (is lam too large for this forcing?)")
             x, r = x + step * dx, r_new
-        else:
-            raise RuntimeError(f"Newton's method did not reach ||R|| <= {self.newton_rtol:g} ||f|| "
-                               f"in {maxiter} iterations (||R||/||f|| = {np.linalg.norm(r) / fnorm:.2e})")
-        out = torch.zeros_like(f)
-        out[1:-1, 1:-1] = torch.from_numpy(x.reshape(n, n)).to(f)
-        return out
+            out = torch.zeros_like(f)
+            out[1:-1, 1:-1] = torch.from_numpy(x.reshape(n, n)).to(f)
+            yield out, float(np.linalg.norm(r) / fnorm), step, evals
 
     def sample_inputs(self, n: int, S: int, generator: torch.Generator | None = None,
                       dtype: torch.dtype = torch.float64, device="cpu") -> torch.Tensor:
