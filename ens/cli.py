@@ -10,6 +10,7 @@ Examples::
     ens train --profile ci --family helmholtz            # ENS and the same-budget surrogate
     ens train --profile default --all                    # every family (resumes interrupted runs)
     ens train --profile ci --family poisson --kind ens --unroll truncated --out /tmp/ck
+    ens evaluate --profile ci --family helmholtz         # every method on the test settings
 
 The data root is ``--root``, else ``$ENS_DATA_DIR``, else ``data/`` at the repository root;
 checkpoints go to ``--out``, else ``$ENS_CHECKPOINT_DIR``, else ``data/checkpoints``, under
@@ -24,11 +25,15 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 from .experiments import PROFILES, SPLITS, datasets
 from .pdes import FAMILIES
 
 __all__ = ["main", "run", "build_parser"]
+
+#: the checkout (default places of results/ and data/studies/)
+_REPO = Path(__file__).resolve().parents[1]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--unroll", choices=UNROLLS, help="override the unroll variant (default: full)")
     tr.add_argument("--scaling", choices=SCALINGS, help="override the residual scaling (default: constant)")
     tr.add_argument("--seed", type=_positive_int, help="override the seed (default: 33)")
+
+    ev = commands.add_parser("evaluate", help="every method on the test settings of a profile (tidy CSV tables)",
+                             description="Run the reference solver, surrogate, ENS, GD, Gauss-Newton, Newton and "
+                                         "test-time optimisation on each family's in-distribution and ill-conditioned "
+                                         "test sets; write OUT/trajectories/*.csv and OUT/summary.csv (resumable)")
+    ev.add_argument("--profile", choices=PROFILES, required=True, help="run profile (data, checkpoints, budgets)")
+    ev.add_argument("--family", choices=list(FAMILIES), action="append", help="only this family (repeatable)")
+    ev.add_argument("--out", default=None, help="output folder (default: results/<profile>)")
+    ev.add_argument("--root", help="data root (default: $ENS_DATA_DIR or data/)")
+    ev.add_argument("--checkpoints", help="checkpoint root (default: $ENS_CHECKPOINT_DIR or data/checkpoints)")
+    ev.add_argument("--device", default="cpu", help="torch device (default: cpu)")
 
     st = commands.add_parser("study", help="the recipe study: one ENS per recipe variant, validation errors",
                              description="Train one ENS per variant of ens.train.RECIPE_VARIANTS (same data, seed, "
@@ -160,10 +176,20 @@ def _info(args) -> int:
     return 0
 
 
+def _evaluate(args) -> int:
+    from .evaluate import evaluate_profile
+    out = Path(args.out) if args.out else _REPO / "results" / args.profile
+    _, summary = evaluate_profile(args.profile, out, args.family, checkpoint_root=args.checkpoints,
+                                  data_root=args.root, device=args.device, log=print)
+    cols = ["family", "setting", "method", "rel_l2", "rel_residual", "ms_per_sample", "ens_advantage", "status"]
+    print(summary[cols].to_string(index=False, float_format=lambda x: f"{x:.3g}"))
+    print(f"wrote {out / 'summary.csv'} and {out / 'trajectories'}/")
+    return 0
+
+
 def _study(args) -> int:
-    from pathlib import Path
-    from .train import checkpoint_dir, recipe_study
-    out = Path(args.out) if args.out else checkpoint_dir(args.profile).parents[1] / "studies"
+    from .train import recipe_study
+    out = Path(args.out) if args.out else _REPO / "data" / "studies"
     df = recipe_study(args.profile, args.family, Path(args.work) if args.work else out / "runs", device=args.device,
                       log=print, n_train=args.n_train, epochs=args.epochs)
     out.mkdir(parents=True, exist_ok=True)
@@ -182,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         return _train(args)
     if args.command == "study":
         return _study(args)
+    if args.command == "evaluate":
+        return _evaluate(args)
     return {"generate": _generate, "verify": _verify, "info": _info}[args.action](args)
 
 

@@ -74,7 +74,7 @@ from .pdes import FAMILIES, PDE, get_pde
 
 __all__ = ["PROFILES", "SPLITS", "SIZES", "CHUNK_SIZE", "PAIRED_TEST_KEY", "CROSS_EQUATION",
            "Sizes", "DatasetSpec", "derive_seed", "check_choice", "datasets", "dataset_spec",
-           "cross_equation_pairs", "in_distribution_setting", "TRAINING"]
+           "cross_equation_pairs", "in_distribution_setting", "TRAINING", "EVALUATION", "ILL_CONDITIONED"]
 
 PROFILES = ("ci", "default", "paper")
 SPLITS = ("train", "val", "test")
@@ -259,3 +259,22 @@ TRAINING: dict[str, dict[str, dict]] = {
     "paper": {"all": {"backbone_kwargs": {"width": 64, "modes": 20, "layers": 4}, "epochs": 100,
                       "batch_size": 32, "lr": 5e-4, "max_steps": 200, "n_select": 200}},
 }
+
+
+#: evaluation budgets per profile (``ens.evaluate``): test samples per setting (the first ones of
+#: the file), batch size, iterations of each residual-based baseline, and the test-time
+#: optimisation's candidate learning rates (chosen per family on ``n_select`` validation samples).
+#: Every iterative method gets far more iterations than ENS's ``T_test``, so the error-versus-time
+#: curves compare them at equal wall time, not only at each method's end.
+EVALUATION: dict[str, dict] = {
+    "ci": {"n_samples": 16, "batch_size": 16, "gd_steps": 100, "gn_steps": 8, "cg_iterations": 20,
+           "newton_steps": 10, "tto_steps": 40, "tto_lrs": (1e-4, 1e-3), "n_select": 8},
+    "default": {"n_samples": 64, "batch_size": 32, "gd_steps": 1000, "gn_steps": 30, "cg_iterations": 30,
+                "newton_steps": 20, "tto_steps": 300, "tto_lrs": (1e-5, 1e-4, 1e-3), "n_select": 16},
+    "paper": {"n_samples": 200, "batch_size": 50, "gd_steps": 5000, "gn_steps": 100, "cg_iterations": 50,
+              "newton_steps": 30, "tto_steps": 1000, "tto_lrs": (1e-5, 1e-4, 1e-3), "n_select": 50},
+}
+
+#: the ill-conditioned settings of the residual-versus-accuracy experiment (besides every family's
+#: in-distribution test set): (family, test setting)
+ILL_CONDITIONED: tuple[tuple[str, str], ...] = (("helmholtz", "k=3"), ("helmholtz", "k=4"), ("navier_stokes", "nu=1e-4"))

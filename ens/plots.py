@@ -17,7 +17,7 @@ import seaborn as sns
 
 __all__ = ["set_style", "save_figure", "plot_conditioning", "plot_bound_tightness", "plot_gd_damping",
            "plot_trajectories", "plot_error_bands", "plot_training_curves", "plot_iterate_losses",
-           "plot_iterate_errors", "plot_stability"]
+           "plot_iterate_errors", "plot_stability", "plot_error_vs_residual", "plot_error_vs_time"]
 
 _STYLED = False
 
@@ -295,3 +295,52 @@ def plot_stability(table: pd.DataFrame, by: str | None = None, chosen: dict | No
     if by:
         g.set_titles("{col_name}")
     return save_figure(g.figure, path)
+
+
+#: the methods of the residual-versus-accuracy comparison, in legend order, with their labels
+COMPARISON_LABELS = {"reference": "reference solver", "surrogate": "surrogate", "ens": "ENS", "gd": "residual GD",
+                     "gauss_newton": "Gauss-Newton (LM)", "newton": "Newton", "tto": "test-time opt."}
+
+
+def _panels(frame: pd.DataFrame, x: str, xlabel: str, path, xscale="log") -> matplotlib.figure.Figure:
+    # the reference solver sits at round-off (error ~1e-8, residual ~1e-13) and would squash the
+    # axes; the tables report it
+    frame = frame[frame.method != "reference"]
+    frame = frame.assign(panel=frame.family + " / " + frame.setting.astype(str),
+                         label=frame.method.map(COMPARISON_LABELS).fillna(frame.method))
+    panels = list(dict.fromkeys(frame.panel))
+    ncol = min(3, len(panels))
+    nrow = -(-len(panels) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.8 * ncol, 3.0 * nrow), squeeze=False)
+    order = [COMPARISON_LABELS[m] for m in COMPARISON_LABELS if COMPARISON_LABELS[m] in set(frame.label)]
+    palette = dict(zip(COMPARISON_LABELS.values(), sns.color_palette("colorblind", len(COMPARISON_LABELS))))
+    for ax, panel in zip(axes.flat, panels):
+        df = frame[frame.panel == panel]
+        for label in order:
+            d = df[df.label == label].sort_values("iteration")
+            if d.empty:
+                continue
+            style = {"marker": "*", "ms": 10, "ls": "none"} if len(d) == 1 else {"marker": ".", "ms": 3}
+            ax.plot(d[x], d.rel_error, color=palette[label], label=label, **style)
+        ax.set(xscale=xscale, yscale="log", title=panel, xlabel=xlabel, ylabel="rel. L2 error")
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels), bbox_to_anchor=(0.5, 1.02), fontsize="small")
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return save_figure(fig, path)
+
+
+def plot_error_vs_residual(frame: pd.DataFrame, path: str | Path | None = None) -> matplotlib.figure.Figure:
+    """Error against residual along every method's iterates (``Trajectory.frame`` rows), one panel
+    per (family, setting); single-shot methods are stars. Read right to left: a residual
+    minimiser moves left (lower residual) without moving down (lower error)."""
+    _require(frame, ["family", "setting", "method", "iteration", "rel_residual", "rel_error"], "plot_error_vs_residual")
+    return _panels(frame, "rel_residual", "rel. residual ||R(u)|| / ||R(0)||", path)
+
+
+def plot_error_vs_time(frame: pd.DataFrame, path: str | Path | None = None) -> matplotlib.figure.Figure:
+    """Error against wall time per sample: the methods compared at equal compute budgets."""
+    _require(frame, ["family", "setting", "method", "iteration", "time_per_sample_s", "rel_error"], "plot_error_vs_time")
+    frame = frame.assign(time_ms=1e3 * frame.time_per_sample_s)
+    return _panels(frame, "time_ms", "wall time per sample [ms]", path)

@@ -1,7 +1,9 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: -papermill,-execution,-ExecuteTime
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: -papermill
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -51,7 +53,7 @@ from ens import plots
 from ens.evaluate import ens_vs_surrogate, history_frame, iterate_errors, iterate_loss_frame, load_trained
 from ens.experiments import PROFILES, check_choice
 from ens.pdes import FAMILIES
-from ens.train import TrainConfig, train
+from ens.train import KINDS, TrainConfig, checkpoint_path, train
 
 
 def sig3(x):
@@ -180,8 +182,15 @@ display(lowpass_runs.pivot_table(index="alpha", columns="step", values=["val_rel
 # checkpoint's history.
 
 # %%
+shipped = [f for f in families if all(checkpoint_path(profile, f, k).exists() for k in KINDS)]
+missing = [f for f in families if f not in shipped]
+if missing:
+    print(f"no shipped {profile} checkpoints for {missing}: train them with "
+          f"`ens train --profile {profile} --family F` (section 3 shows the others)")
+if not shipped:
+    raise FileNotFoundError(f"no {profile} checkpoints under {checkpoint_path(profile, families[0], 'ens').parent}")
 frames, histories, choices = [], [], []
-for fam in families:
+for fam in shipped:
     cks = {kind: load_trained(profile, fam, kind) for kind in ("surrogate", "ens")}
     for ck in cks.values():
         frames.append(iterate_errors(ck))
@@ -210,6 +219,17 @@ plots.plot_iterate_errors(iterates, path=figures / "02_iterate_errors.png");
 
 # %%
 plots.plot_training_curves(pd.concat(histories, ignore_index=True), path=figures / "02_training_curves.png");
+
+# %% [markdown]
+# The stability evidence of every shipped ENS: the validation error after $T$ steps for each
+# $\alpha$ of the selection grid (stored in the checkpoint when it was trained; diverged rollouts
+# are left out). The chosen $(\alpha_\text{test}, T_\text{test})$ sits at the minimum, before the
+# error grows again.
+
+# %%
+selection = pd.concat([pd.DataFrame(load_trained(profile, f, "ens").inference["table"]).assign(family=f)
+                       for f in shipped], ignore_index=True)
+plots.plot_stability(selection, by="family", path=figures / "02_stability.png");
 
 # %%
 wins = summary[summary.surrogate_over_ens > 1].family.tolist()

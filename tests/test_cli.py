@@ -28,7 +28,7 @@ def root(tmp_path_factory):
     (["data", "generate", "--profile", "ci", "--split", "dev"], "'train', 'val', 'test'"),
     (["data", "info", "--profile", "paper2"], "'ci', 'default', 'paper'"),
     (["data", "purge"], "'generate', 'verify', 'info'"),
-    (["fit"], "'data', 'train', 'study'"),
+    (["fit"], "'data', 'train', 'evaluate', 'study'"),
     (["train", "--profile", "ci", "--family", "burgers"], "'poisson', 'helmholtz'"),
     (["train", "--profile", "ci", "--family", "poisson", "--kind", "gan"], "'ens', 'surrogate', 'both'"),
     (["train", "--profile", "ci", "--family", "poisson", "--unroll", "half"], "'full', 'truncated'"),

@@ -1,0 +1,96 @@
+"""The residual-versus-accuracy harness (ens.evaluate): every method on a test set, fair starts,
+summary and equal-time tables. Uses the shipped ci checkpoints and ci data in a temporary root."""
+
+import math
+
+import pytest
+import torch
+
+from ens.data import generate
+from ens.evaluate import (METHODS, equal_time_table, methods_for, run_setting, select_tto_lr, summary_table,
+                          load_trained)
+from ens.experiments import datasets
+
+BUDGET = {"n_samples": 4, "batch_size": 2, "gd_steps": 5, "gn_steps": 2, "cg_iterations": 4, "tto_steps": 3,
+          "newton_steps": 3, "tto_lrs": (1e-4, 1e-3), "n_select": 2}
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    generate([s for s in datasets("ci", "helmholtz") if s.split == "val" or s.setting in ("k=1", "k=4")],
+             root=root, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trajectories(data_root):
+    return run_setting("ci", "helmholtz", "k=4", budget=BUDGET, data_root=data_root)
+
+
+def test_methods_per_family():
+    assert "newton" in methods_for("nonlinear_helmholtz")
+    assert "newton" not in methods_for("helmholtz") and "newton" not in methods_for("navier_stokes")
+    assert set(methods_for("nonlinear_helmholtz")) == set(METHODS)
+
+
+def test_every_method_runs_on_the_same_samples_with_consistent_fields(trajectories):
+    assert [t.method for t in trajectories] == methods_for("helmholtz")
+    for t in trajectories:
+        assert t.rel_error.shape[1] == BUDGET["n_samples"] and t.u.shape[0] == BUDGET["n_samples"]
+        assert bool(torch.isfinite(t.rel_error).all()) and bool((t.wall_time[1:] >= t.wall_time[:-1]).all())
+        assert t.info["setting"] == "k=4" and t.info["family"] == "helmholtz"
+    by = {t.method: t for t in trajectories}
+    # the reference solver reproduces the stored data to their float32 storage precision
+    assert float(by["reference"].rel_error.max()) < 1e-6
+    # the hybrids start from the surrogate's prediction, whose cost is in their wall time
+    for m in ("gd", "gauss_newton", "tto"):
+        assert torch.allclose(by[m].rel_error[0], by["surrogate"].rel_error[0], rtol=1e-5)
+        assert float(by[m].wall_time[0]) > 0
+    assert by["gd"].iterations == BUDGET["gd_steps"] and by["tto"].iterations == BUDGET["tto_steps"]
+
+
+def test_summary_reports_the_ens_advantage_over_the_best_competitor(trajectories):
+    df = summary_table(trajectories)
+    assert list(df.method) == methods_for("helmholtz")
+    ens = df[df.method == "ens"].iloc[0]
+    others = df[~df.method.isin(["ens", "reference"])].rel_l2
+    assert ens.ens_advantage == pytest.approx(others.min() / ens.rel_l2)
+    assert df[df.method != "ens"].ens_advantage.isna().all()
+    assert (df.ms_per_sample > 0).all()
+
+
+def test_equal_time_table_takes_the_last_iterate_within_each_budget(trajectories):
+    import pandas as pd
+    frame = pd.concat([t.frame(family="helmholtz", setting="k=4") for t in trajectories], ignore_index=True)
+    ens_ms = 1e3 * frame[frame.method == "ens"].time_per_sample_s.iloc[-1]
+    df = equal_time_table(frame, factors=(1, 100))
+    assert set(df.budget) == {"1x ENS", "100x ENS"} and len(df) == 2 * len(trajectories)
+    for row in df.itertuples():
+        d = frame[frame.method == row.method]
+        within = d[1e3 * d.time_per_sample_s <= row.budget_ms * (1 + 1e-9)]
+        if len(within):
+            assert row.iteration == within.iteration.max()
+            assert row.rel_l2 == pytest.approx(float(within.rel_error.iloc[-1]))
+        else:
+            assert math.isnan(row.rel_l2)
+    ens_row = df[(df.method == "ens") & (df.budget == "1x ENS")].iloc[0]
+    assert ens_row.budget_ms == pytest.approx(ens_ms) and ens_row.iteration == trajectories[2].iterations
+    with pytest.raises(ValueError, match="no ENS rows"):
+        equal_time_table(frame[frame.method != "ens"])
+
+
+def test_tto_learning_rate_is_chosen_on_validation_data(data_root):
+    sur = load_trained("ci", "helmholtz", "surrogate")
+    lr, table = select_tto_lr(sur, "ci", BUDGET, data_root)
+    assert lr in BUDGET["tto_lrs"] and list(table.lr) == list(BUDGET["tto_lrs"])
+    assert table.set_index("lr").val_rel_l2[lr] == table.val_rel_l2.min()
+
+
+def test_bad_arguments_are_refused(data_root):
+    with pytest.raises(ValueError, match="unknown method 'adam'"):
+        run_setting("ci", "helmholtz", "k=1", ["adam"], budget=BUDGET, data_root=data_root)
+    with pytest.raises(ValueError, match="unknown budget entries"):
+        run_setting("ci", "helmholtz", "k=1", budget={"gd_iters": 3}, data_root=data_root)
+    with pytest.raises(ValueError, match="unknown setting"):
+        run_setting("ci", "helmholtz", "k=9", budget=BUDGET, data_root=data_root)
