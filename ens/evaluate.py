@@ -34,7 +34,7 @@ from .train import checkpoint_path, evaluate_split
 
 __all__ = ["load_trained", "history_frame", "iterate_loss_frame", "iterate_errors", "ens_vs_surrogate",
            "METHODS", "methods_for", "select_tto_lr", "run_setting", "summary_table", "equal_time_table",
-           "comparison_settings", "evaluate_profile"]
+           "comparison_settings", "evaluate_profile", "shipped_families"]
 
 #: every method of the comparison, in table order
 METHODS = ("reference", "surrogate", "ens", "gd", "gauss_newton", "newton", "tto")
@@ -43,6 +43,18 @@ METHODS = ("reference", "surrogate", "ens", "gd", "gauss_newton", "newton", "tto
 def load_trained(profile: str, family: str, kind: str, root=None) -> Checkpoint:
     """The trained checkpoint ``<root>/<profile>/<family>_<kind>.pt`` (see :func:`ens.train.checkpoint_path`)."""
     return load_checkpoint(checkpoint_path(profile, family, kind, root), family=family)
+
+
+def shipped_families(profile: str, families=None, root=None) -> tuple[list[str], list[str]]:
+    """``(available, missing)``: the families (default: all) whose ENS and surrogate checkpoints
+    of ``profile`` both exist, and the others (train them with ``ens train``)."""
+    from .pdes import FAMILIES
+    from .train import KINDS
+    families = list(FAMILIES) if families is None else list(families)
+    for f in families:
+        check_choice("family", f, FAMILIES)
+    have = [f for f in families if all(checkpoint_path(profile, f, k, root).exists() for k in KINDS)]
+    return have, [f for f in families if f not in have]
 
 
 def history_frame(ck: Checkpoint) -> pd.DataFrame:

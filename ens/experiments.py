@@ -269,8 +269,8 @@ TRAINING: dict[str, dict[str, dict]] = {
 EVALUATION: dict[str, dict] = {
     "ci": {"n_samples": 16, "batch_size": 16, "gd_steps": 100, "gn_steps": 8, "cg_iterations": 20,
            "newton_steps": 10, "tto_steps": 40, "tto_lrs": (1e-4, 1e-3), "n_select": 8},
-    "default": {"n_samples": 64, "batch_size": 32, "gd_steps": 1000, "gn_steps": 30, "cg_iterations": 30,
-                "newton_steps": 20, "tto_steps": 300, "tto_lrs": (1e-5, 1e-4, 1e-3), "n_select": 16},
+    "default": {"n_samples": 32, "batch_size": 32, "gd_steps": 500, "gn_steps": 20, "cg_iterations": 20,
+                "newton_steps": 20, "tto_steps": 100, "tto_lrs": (1e-5, 1e-4, 1e-3), "n_select": 8},
     "paper": {"n_samples": 200, "batch_size": 50, "gd_steps": 5000, "gn_steps": 100, "cg_iterations": 50,
               "newton_steps": 30, "tto_steps": 1000, "tto_lrs": (1e-5, 1e-4, 1e-3), "n_select": 50},
 }

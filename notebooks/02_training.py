@@ -50,10 +50,11 @@ import pandas as pd
 from IPython.display import display
 
 from ens import plots
-from ens.evaluate import ens_vs_surrogate, history_frame, iterate_errors, iterate_loss_frame, load_trained
+from ens.evaluate import (ens_vs_surrogate, history_frame, iterate_errors, iterate_loss_frame, load_trained,
+                          shipped_families)
 from ens.experiments import PROFILES, check_choice
 from ens.pdes import FAMILIES
-from ens.train import KINDS, TrainConfig, checkpoint_path, train
+from ens.train import TrainConfig, train
 
 
 def sig3(x):
@@ -182,13 +183,12 @@ display(lowpass_runs.pivot_table(index="alpha", columns="step", values=["val_rel
 # checkpoint's history.
 
 # %%
-shipped = [f for f in families if all(checkpoint_path(profile, f, k).exists() for k in KINDS)]
-missing = [f for f in families if f not in shipped]
+shipped, missing = shipped_families(profile, families)
 if missing:
     print(f"no shipped {profile} checkpoints for {missing}: train them with "
           f"`ens train --profile {profile} --family F` (section 3 shows the others)")
 if not shipped:
-    raise FileNotFoundError(f"no {profile} checkpoints under {checkpoint_path(profile, families[0], 'ens').parent}")
+    raise FileNotFoundError(f"no {profile} checkpoints: run `ens train --profile {profile} --all`")
 frames, histories, choices = [], [], []
 for fam in shipped:
     cks = {kind: load_trained(profile, fam, kind) for kind in ("surrogate", "ens")}

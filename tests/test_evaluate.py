@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from ens.data import generate
-from ens.evaluate import (METHODS, equal_time_table, methods_for, run_setting, select_tto_lr, summary_table,
-                          load_trained)
+from ens.evaluate import (METHODS, equal_time_table, load_trained, methods_for, run_setting, select_tto_lr,
+                          shipped_families, summary_table)
 from ens.experiments import datasets
 
 BUDGET = {"n_samples": 4, "batch_size": 2, "gd_steps": 5, "gn_steps": 2, "cg_iterations": 4, "tto_steps": 3,
@@ -94,3 +94,13 @@ def test_bad_arguments_are_refused(data_root):
         run_setting("ci", "helmholtz", "k=1", budget={"gd_iters": 3}, data_root=data_root)
     with pytest.raises(ValueError, match="unknown setting"):
         run_setting("ci", "helmholtz", "k=9", budget=BUDGET, data_root=data_root)
+
+
+def test_shipped_families_lists_what_is_trained(tmp_path):
+    assert shipped_families("ci") == (["poisson", "helmholtz", "nonlinear_helmholtz", "darcy", "navier_stokes",
+                                       "kolmogorov"], [])  # the committed ci checkpoints
+    (tmp_path / "ci").mkdir()
+    (tmp_path / "ci" / "darcy_ens.pt").write_bytes(b"")  # the surrogate is missing: not usable
+    assert shipped_families("ci", ["darcy", "poisson"], root=tmp_path) == ([], ["darcy", "poisson"])
+    with pytest.raises(ValueError, match="unknown family"):
+        shipped_families("ci", ["stokes"])
