@@ -225,6 +225,43 @@ def test_resume_after_interruption_is_bit_identical(reference, tmp_path, data_ro
     _assert_same_run(ref_path, final)
 
 
+def test_kill_9_mid_epoch_then_resume_matches_an_uninterrupted_run(reference, tmp_path, data_root):
+    """A real SIGKILL of a training process (not a cooperative stop), then a resumed run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    _, _, ref_path = reference
+    cfg = config(save_every_s=1e-6)  # save after every batch, so the kill lands between saves
+    last, final = tmp_path / "ci" / "helmholtz_ens.last.pt", tmp_path / "ci" / "helmholtz_ens.pt"
+    script = ("import torch; torch.set_num_threads(1)\n"
+              "from ens.train import TrainConfig, train\n"
+              f"cfg = TrainConfig(**{cfg.to_dict()!r})\n"
+              f"train(cfg, out_dir={str(tmp_path)!r}, data_root={str(data_root)!r}, progress=False)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    deadline, state = time.monotonic() + 120, None
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if last.exists():
+                try:
+                    state = torch.load(last, weights_only=True)["resume"]["state"]
+                except Exception:  # noqa: BLE001 -- replaced while reading; try again
+                    state = None
+                if state is not None and state["epoch"] == 1 and state["batch"] >= 1:
+                    break
+            time.sleep(0.01)
+        assert proc.poll() is None, "the training finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert state["epoch"] == 1 and 1 <= state["batch"] <= N_BATCHES and not final.exists()
+    log = []
+    assert train(cfg, out_dir=tmp_path, data_root=data_root, progress=False, log=log.append) == final
+    assert any("resuming at epoch 2" in m for m in log)
+    _assert_same_run(ref_path, final)
+
+
 def test_resume_file_of_another_config_is_refused(tmp_path, data_root):
     cfg = config()
     last = train(cfg, out_dir=tmp_path, data_root=data_root, progress=False, stop_after_batches=1)
