@@ -253,8 +253,8 @@ def train(config: TrainConfig, *, out_dir=None, data_root=None, device="cpu", re
     device = torch.device(device)
     out = checkpoint_dir(config.profile, out_dir)
     final_path, last_path = out / f"{config.name}.pt", out / f"{config.name}.last.pt"
-    train_spec = dataset_spec(config.profile, config.family, "train", _in_dist(config))
-    val_spec = dataset_spec(config.profile, config.family, "val", _in_dist(config))
+    train_spec = dataset_spec(config.profile, config.family, "train", in_distribution_setting(config.family))
+    val_spec = dataset_spec(config.profile, config.family, "val", in_distribution_setting(config.family))
     pde = train_spec.pde()
     c_tr, u_tr = load_dataset(train_spec, data_root, generate_missing, log=log).tensors(0, config.n_train)
     c_va, u_va = load_dataset(val_spec, data_root, generate_missing, log=log).tensors()
@@ -387,44 +387,3 @@ def train(config: TrainConfig, *, out_dir=None, data_root=None, device="cpu", re
     log(f"{config.name}: wrote {final_path} ({final_path.stat().st_size / 2 ** 20:.1f} MiB)")
     return final_path
 
-
-def _in_dist(config: TrainConfig) -> str:
-    return in_distribution_setting(config.family)
-
-
-
-#: the recipe study's variants (TrainConfig overrides); "h2" equals "constant" at the training
-#: resolution, so the two cannot differ on validation data -- h2 is the default because it stays
-#: consistent on finer grids (notebook 04 measures that on the super-resolution test sets). The
-#: study (Helmholtz, default profile, 256 samples, 3 epochs) chose the low-pass variant: lowest
-#: validation error (0.314 against 0.355 -- 0.379) and the only one whose rollout stays finite to
-#: T = 100 for every alpha; it is the default of TrainConfig.
-RECIPE_VARIANTS: dict[str, dict] = {
-    "h2, full unroll": {"lowpass": None},
-    "h2, truncated unroll": {"unroll": "truncated", "lowpass": None},
-    "per-sample, full unroll": {"scaling": "sample", "lowpass": None},
-    "h2 + low-pass 1/2, full unroll": {"lowpass": 0.5},
-}
-
-
-def recipe_study(profile: str, family: str, out_dir, *, variants: dict[str, dict] | None = None,
-                 data_root=None, device="cpu", log: Callable[[str], None] | None = None, **overrides):
-    """Train one ENS per recipe variant (same data, seed and budget) and tabulate validation errors.
-
-    Returns a tidy DataFrame (variant x alpha x step: mean validation rel L2 and residual, from
-    :func:`select_inference`'s table, plus the chosen alpha/T and the training time); every run's
-    checkpoint is kept under ``out_dir/<variant slug>/``. Only validation data are used.
-    """
-    import pandas as pd
-    frames = []
-    for name, variant in (variants or RECIPE_VARIANTS).items():
-        config = TrainConfig.for_profile(profile, family, "ens", **{**overrides, **variant})
-        slug = "".join(ch if ch.isalnum() else "_" for ch in name).strip("_")
-        path = train(config, out_dir=Path(out_dir) / slug, data_root=data_root, device=device, log=log)
-        ck = load_checkpoint(path)
-        table = pd.DataFrame(ck.inference["table"])
-        frames.append(table.assign(variant=name, chosen_alpha=ck.inference["alpha"], chosen_steps=ck.inference["steps"],
-                                   best_val_rel_l2=ck.inference["val_rel_l2"],
-                                   stop_rule_val_rel_l2=ck.inference["stop_rule_val_rel_l2"],
-                                   train_time_s=ck.raw["training"]["wall_time_s"]))
-    return pd.concat(frames, ignore_index=True)

@@ -23,7 +23,8 @@ import torch
 
 from ..models import NeuralSolver
 from ..pdes import PDE
-from .trajectory import DivergenceError, Recorder, Trajectory
+from . import _common as cm
+from .trajectory import Recorder, Trajectory
 
 __all__ = ["ens_solve", "surrogate_solve", "STOP_RULES"]
 
@@ -54,8 +55,7 @@ def ens_solve(model: NeuralSolver, pde: PDE, c: torch.Tensor, *, alpha: float, s
         raise ValueError(f"expected steps to be a non-negative int, got {steps!r}")
     if stop not in STOP_RULES:
         raise ValueError(f"unknown stop rule {stop!r}; expected one of {list(STOP_RULES)}")
-    if on_divergence not in ("raise", "stop"):
-        raise ValueError(f"expected on_divergence to be 'raise' or 'stop', got {on_divergence!r}")
+    cm.check_policy(on_divergence, max_growth)
     pde.check_input(c)
     rec = Recorder(pde, c, u_true, keep_states)
     status, message = "ok", ""
@@ -64,6 +64,7 @@ def ens_solve(model: NeuralSolver, pde: PDE, c: torch.Tensor, *, alpha: float, s
         r = pde.residual(u, c, check=False)
         n_res = 1
         res0 = r.flatten(1).norm(dim=1)
+        limit = cm.growth_limit(res0, rec.scale, max_growth)
         best_u, best_r, best_norm = u, r, res0
         stale = torch.zeros_like(res0, dtype=torch.long)
         rec.record(u, r, n_res)
@@ -72,14 +73,10 @@ def ens_solve(model: NeuralSolver, pde: PDE, c: torch.Tensor, *, alpha: float, s
             r_new = pde.residual(u_new, c, check=False)
             n_res += 1
             norm = r_new.flatten(1).norm(dim=1)
-            bad = ~torch.isfinite(norm) | (norm > max_growth * res0)
-            if bool(bad.any()):
-                why = ("a non-finite iterate" if not bool(torch.isfinite(norm[bad]).all())
-                       else f"the residual grew more than {max_growth:g}x above its start")
-                message = (f"ENS diverged at step {t} of {steps} with alpha={alpha:g}: {why} "
-                           f"({int(bad.sum())} of {len(norm)} samples); use a smaller alpha or fewer steps")
-                if on_divergence == "raise":
-                    raise DivergenceError(message)
+            why = cm.divergence(norm, limit, max_growth)
+            if why is not None:
+                message = cm.diverged("ENS", t, steps, f"alpha={alpha:g}", why,
+                                      "use a smaller alpha or fewer steps", on_divergence)
                 status = "diverged"
                 break
             u, r = u_new, r_new
