@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, NamedTuple, Sequence
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -49,6 +49,8 @@ import torch.nn.functional as F
 from .pdes import get_pde
 from .pdes.helmholtz import Helmholtz
 from .pdes.stencil import dst2
+from .solvers import gradient_descent
+from .solvers._common import dot, residual_and_pullback, residual_fn, safe_div
 
 __all__ = [
     "PROFILE_RESOLUTIONS", "profile_resolutions", "resolve_parameters",
@@ -477,64 +479,60 @@ def band_errors(e: torch.Tensor, masks: dict[str, torch.Tensor]) -> dict[str, to
 # ---------------------------------------------------------------------------------------------
 # the central experiment
 # ---------------------------------------------------------------------------------------------
-def _gradient_descent(pde, u, f, n_iter, eta):
-    """Gradient descent on ``0.5 ||R(u; f)||^2``; the gradient ``J^T R`` comes from autograd (vjp)
-    of the PDE's residual and is projected onto zero boundary values (``apply_bc``): the stencil
-    at interior nodes next to the boundary reads the boundary nodes, so the raw gradient has
-    boundary entries that the Dirichlet condition forbids."""
-    for _ in range(n_iter):
-        r, pullback = torch.func.vjp(lambda v: pde.residual(v, f, check=False), u)
-        u = u - eta * pde.apply_bc(pullback(r)[0])
-        yield u
+def _gradient_descent(pde: Helmholtz, u: torch.Tensor, f: torch.Tensor, n_iter: int, eta: float,
+                      chunk: int | None = None) -> Iterator[torch.Tensor]:
+    """The iterates ``u_1 .. u_n_iter`` of :func:`ens.solvers.gradient_descent` with the fixed step
+    ``eta`` (its method ``"gd"``: gradient descent on ``0.5 ||R(u; f)||^2``, gradient projected
+    onto zero boundary values), without holding them all at once.
+
+    The solver runs ``chunk`` steps at a time (default: about 32 MB of states), each run starting
+    from the previous one's last iterate; a fixed-step iteration has no other state, so the
+    iterates are exactly those of a single run of ``n_iter`` steps.
+    """
+    chunk = chunk or max(1, (1 << 22) // u.numel())
+    for done in range(0, n_iter, chunk):
+        states = gradient_descent(pde, f, u, steps=min(chunk, n_iter - done), step_size=eta,
+                                  keep_states=True).states
+        yield from states[1:]
+        u = states[-1]
 
 
-def _dot(a, b):
-    return (a * b).flatten(1).sum(1).view(-1, 1, 1, 1)
-
-
-def _safe_div(a, b):
-    return torch.where(b > 0, a / torch.where(b > 0, b, torch.ones_like(b)), torch.zeros_like(a))
-
-
-def _conjugate_gradient(pde, u, f, n_iter):
+def _conjugate_gradient(pde: Helmholtz, u: torch.Tensor, f: torch.Tensor, n_iter: int) -> Iterator[torch.Tensor]:
     """CG on ``(-A) u = -f`` (``-A`` is SPD below the first resonance); its residual ``-f + A u``
     is exactly ``R(u; f)``. Minimises the ``-A``-norm of the error over the Krylov space."""
-    zero = torch.zeros_like(f)
+    A = residual_fn(pde, torch.zeros_like(f))
     r = pde.residual(u, f, check=False)        # b - M u = -f + A u with M = -A, b = -f
-    p, rr = r.clone(), _dot(r, r)
+    p, rr = r.clone(), dot(r, r)
     for _ in range(n_iter):
-        Mp = -pde.residual(p, zero, check=False)
-        alpha = _safe_div(rr, _dot(p, Mp))
+        Mp = -A(p)
+        alpha = safe_div(rr, dot(p, Mp))
         u = u + alpha * p
         r = r - alpha * Mp
-        rr_new = _dot(r, r)
-        p = r + _safe_div(rr_new, rr) * p
+        rr_new = dot(r, r)
+        p = r + safe_div(rr_new, rr) * p
         rr = rr_new
         yield u
 
 
-def _cgnr(pde, u, f, n_iter):
+def _cgnr(pde: Helmholtz, u: torch.Tensor, f: torch.Tensor, n_iter: int) -> Iterator[torch.Tensor]:
     """Gauss--Newton for ``min 0.5 ||R(u)||^2`` with its normal equations ``J^T J d = -J^T R``
     solved by CG (CGNR); for the linear residual ``J = A`` and the iterates are those of CGNR on
     ``A u = f``, minimising ``||R(u)||`` over the Krylov space of ``A^T A``. ``A^T`` is applied
     with autograd (vjp) of the PDE's residual, projected onto zero boundary values."""
     zero = torch.zeros_like(f)
-    _, pullback = torch.func.vjp(lambda v: pde.residual(v, zero, check=False), torch.zeros_like(u))
-
-    def At(v):
-        return pde.apply_bc(pullback(v)[0])
-
+    A = residual_fn(pde, zero)
+    _, At = residual_and_pullback(pde, zero, torch.zeros_like(u))
     r = -pde.residual(u, f, check=False)
     z = At(r)
-    p, zz = z.clone(), _dot(z, z)
+    p, zz = z.clone(), dot(z, z)
     for _ in range(n_iter):
-        w = pde.residual(p, zero, check=False)
-        alpha = _safe_div(zz, _dot(w, w))
+        w = A(p)
+        alpha = safe_div(zz, dot(w, w))
         u = u + alpha * p
         r = r - alpha * w
         z = At(r)
-        zz_new = _dot(z, z)
-        p = z + _safe_div(zz_new, zz) * p
+        zz_new = dot(z, z)
+        p = z + safe_div(zz_new, zz) * p
         zz = zz_new
         yield u
 
@@ -574,7 +572,8 @@ def residual_vs_error_experiment(k: float, S: int, n_samples: int = 4, n_iter: i
     rough noise, the shape of a trained network's error) and run ``n_iter`` iterations of
 
     * ``"gd"``: gradient descent on ``0.5 ||R(u)||^2`` with the stable step ``eta = 1/sigma_max^2``
-      (per-mode damping ``1 - eta sigma_i^2``, see :func:`gd_damping_factors`);
+      (per-mode damping ``1 - eta sigma_i^2``, see :func:`gd_damping_factors`): the baseline
+      :func:`ens.solvers.gradient_descent` with ``step_size=eta``;
     * ``"cg"``: conjugate gradients on ``-A u = -f``. ``-A = -(Delta_h + k^2)`` is symmetric
       positive definite for ``k`` below the first resonance (:func:`first_resonance`), where CG is
       the optimal Krylov method (it minimises the energy norm of the error, and converges like
@@ -638,7 +637,7 @@ def residual_vs_error_experiment(k: float, S: int, n_samples: int = 4, n_iter: i
     with torch.no_grad():
         for method in methods:
             if method == "gd":
-                it = _gradient_descent(pde, u0, f, n_iter, eta)
+                it = _gradient_descent(pde, u0, f, n_iter, eta, chunk)
             elif method == "cg":
                 it = _conjugate_gradient(pde, u0, f, n_iter)
             else:

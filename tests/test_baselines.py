@@ -16,7 +16,6 @@ from ens.pdes import PDE
 from ens.pdes.stencil import dirichlet_eigenvalues, dst1_matrix
 from ens.solvers import (BASELINES, DivergenceError, Trajectory, estimate_jacobian_norm, gauss_newton,
                          gradient_descent, newton, test_time_optimisation)
-from ens.theory import _gradient_descent
 
 B = 3
 
@@ -79,17 +78,6 @@ def test_gd_on_poisson_never_increases_the_residual(poisson):
     assert tr.residual_evals.tolist() == list(range(1, 32))
     assert tr.jacobian_evals.tolist() == [0] + [40 + t for t in range(1, 31)]
     assert torch.equal(pde.apply_bc(tr.states), tr.states)  # Dirichlet values stay zero
-
-
-def test_gd_iterates_match_the_theory_modules_loop(poisson):
-    pde, c, u_true = poisson
-    u0 = perturbed(pde, u_true, 3)
-    eta = 1.0 / float(dirichlet_eigenvalues(16).abs().max()) ** 2
-    tr = gradient_descent(pde, c, u0, steps=5, step_size=eta, keep_states=True)
-    want = torch.stack([u0] + list(_gradient_descent(pde, u0, c, 5, eta)))
-    torch.testing.assert_close(tr.states, want, rtol=1e-13, atol=1e-13 * float(u0.abs().max()))
-    assert tr.info["power_iterations"] == 0 and tr.info["sigma_max"] is None
-    assert tr.jacobian_evals.tolist() == list(range(6))
 
 
 @pytest.mark.parametrize("S", [16, 33])

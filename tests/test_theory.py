@@ -213,6 +213,30 @@ def test_lowest_mode_stalls_while_the_residual_falls(experiment):
     assert drops.loc[(4.0, "cg"), "residual_reduction"] > 15
 
 
+@pytest.mark.parametrize("k", [1.0, 4.0])
+def test_experiment_gd_is_the_gd_baseline(experiment, k):
+    """The experiment's "gd" is ``ens.solvers.gradient_descent`` with the fixed step ``eta``:
+    replay the fixture's draw and compare the baseline's own per-iterate metrics and states."""
+    from ens.solvers import gradient_descent
+    pde, S, n, eta = theory.helmholtz(k), 32, 60, theory.stable_step(32, k)
+    gen = torch.Generator().manual_seed(0)
+    f = pde.sample_inputs(2, S, generator=gen)
+    u_star = pde.solve(f)
+    u0 = u_star + theory.ErrorModel().sample(u_star, generator=gen)
+    tr = gradient_descent(pde, f, u0, steps=n, step_size=eta, u_true=u_star, keep_states=True)
+    got = experiment.trajectories.query("k == @k and method == 'gd'").set_index(["quantity", "iteration", "sample"])
+    for q, want in (("relative_residual", tr.rel_residual), ("relative_error", tr.rel_error)):
+        # the boundary entries are zero, so the baseline's full-grid norms are the interior norms
+        np.testing.assert_allclose(got.loc[q]["value"].unstack().to_numpy(), want.numpy(), rtol=1e-12)
+    bands = experiment.bands.query("k == @k and method == 'gd'").set_index(["band", "iteration", "sample"])
+    unorm = u_star[..., 1:-1, 1:-1].flatten(1).norm(dim=1)
+    for b, v in theory.band_errors((tr.states - u_star).flatten(0, 1), theory.mode_band_masks(S, k)).items():
+        np.testing.assert_allclose(bands.loc[b]["value"].unstack().to_numpy(),
+                                   (v.view(n + 1, 2) / unorm).numpy(), rtol=1e-12, atol=1e-300)
+    # the experiment's chunked runs continue the single run exactly (a fixed step has no other state)
+    assert torch.equal(torch.stack(list(theory._gradient_descent(pde, u0, f, n, eta, chunk=7))), tr.states[1:])
+
+
 def test_cg_refuses_an_indefinite_operator():
     with pytest.raises(ValueError, match="positive definite"):
         theory.residual_vs_error_experiment(5.0, 16, n_samples=1, n_iter=2, methods=("cg",))
