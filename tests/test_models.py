@@ -3,6 +3,7 @@
 Everything here uses tiny untrained networks (a few thousand weights), so the file runs in seconds.
 """
 
+import dataclasses
 import math
 
 import pytest
@@ -13,6 +14,7 @@ import ens
 from ens.models import (BACKBONES, CheckpointError, FNOCNN, NeuralSolver, Normalization, ResidualScaling,
                         build_backbone, grid_spacing, load_checkpoint, lowpass, save_checkpoint)
 from ens.models.checkpoint import FORMAT, FORMAT_VERSION, solver_state
+from ens.models.fno_cnn import wrap_padded
 from ens.pdes import get_pde
 from ens.pdes.stencil import dst1_matrix
 
@@ -53,6 +55,55 @@ def test_fno_cnn_runs_the_same_weights_at_twice_the_resolution():
     assert net(torch.randn(1, 1, 63, 63)).shape == (1, 1, 63, 63)
     # resolution invariance: no weight depends on the grid size
     assert sum(p.numel() for p in net.parameters()) == n_params
+
+
+def _smooth_nonperiodic(S, channels):
+    """A smooth field on the node grid that is not periodic (its values at x = 0 and 1 differ)."""
+    x = torch.linspace(0.0, 1.0, S)
+    X, Y = torch.meshgrid(x, x, indexing="ij")
+    f = torch.sin(math.pi * X) * torch.cos(2 * math.pi * Y) + X * Y + 0.5 * torch.exp(-10 * ((X - 0.3) ** 2 + (Y - 0.6) ** 2))
+    return f[None, None] * torch.linspace(0.5, 1.5, channels)[None, :, None, None]
+
+
+def test_wrap_padded_interpolates_across_the_wrap():
+    h = torch.arange(12.0).view(1, 1, 3, 4)
+    assert wrap_padded(h, 0) is h
+    p = wrap_padded(h, 1)
+    assert p.shape == (1, 1, 4, 5) and torch.equal(p[..., :3, :4], h)
+    assert torch.allclose(p[0, 0, 3, :4], (h[0, 0, -1] + h[0, 0, 0]) / 2)  # between the last and first rows
+    assert torch.allclose(p[0, 0, :, 4], (p[0, 0, :, 3] + p[0, 0, :, 0]) / 2)
+    with pytest.raises(ValueError, match="non-negative int"):
+        wrap_padded(h, -1)
+
+
+def test_wrap_pad_keeps_the_training_period_and_parity():
+    pde, ns_pde = get_pde("poisson"), get_pde("navier_stokes")
+    model, _ = tiny_solver(pde, S=64)
+    assert model.normalization.resolution == 64
+    assert [model.wrap_pad(pde, S) for S in (64, 127, 253, 33)] == [0, 1, 3, 0]  # 127 + 1 = 2 * 64: period 1 + h_64
+    assert model.wrap_pad(ns_pde, 128) == 0  # the torus: the FFT's period is the domain at any N
+    odd, _ = tiny_solver(pde, S=17)
+    assert odd.wrap_pad(pde, 33) == 2  # the period would need 34; the training size's parity wins
+    legacy = NeuralSolver(model.predictor, None, dataclasses.replace(model.normalization, resolution=None))
+    assert legacy.wrap_pad(pde, 127) == 0
+
+
+@pytest.mark.parametrize("S", [32, 64])
+def test_padded_spectral_layer_is_consistent_on_a_nested_finer_grid(S):
+    """The same smooth non-periodic field at S and at 2S - 1 (whose even nodes are the S grid):
+    with the padding, one spectral layer gives the same output at the shared nodes up to the
+    sampling of the wrap ramp (measured 1e-3); without it, the period changes and neuraloperator
+    2.0.0 shifts the frequencies of the odd axis by one (measured > 1)."""
+    torch.manual_seed(0)
+    layer = FNOCNN(1, 1, width=8, modes=6, layers=1).blocks.convs[0]
+    coarse, fine = _smooth_nonperiodic(S, 8), _smooth_nonperiodic(2 * S - 1, 8)
+    with torch.no_grad():
+        want = layer(coarse)
+        padded = layer(wrap_padded(fine, 1))[..., :2 * S - 1, :2 * S - 1][..., ::2, ::2]
+        plain = layer(fine)[..., ::2, ::2]
+    err_padded = float((padded - want).norm() / want.norm())
+    err_plain = float((plain - want).norm() / want.norm())
+    assert err_padded < 0.01 and err_plain > 10 * err_padded
 
 
 @pytest.mark.parametrize("name", sorted(BACKBONES))

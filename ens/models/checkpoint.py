@@ -48,7 +48,8 @@ def solver_state(model: NeuralSolver, backbone: str, predictor_kwargs: dict, cor
             "corrector": part(model.corrector, corrector_kwargs) if model.is_ens else None,
             "normalization": {"input_mean": list(model.normalization.input_mean),
                               "input_std": list(model.normalization.input_std),
-                              "state_scale": model.normalization.state_scale},
+                              "state_scale": model.normalization.state_scale,
+                              "resolution": model.normalization.resolution},
             "scaling": model.scaling.to_dict() if model.scaling is not None else None}
 
 
@@ -67,7 +68,8 @@ def build_solver(state: dict) -> NeuralSolver:
     norm = state["normalization"]
     scaling = ResidualScaling(**state["scaling"]) if state["scaling"] is not None else None
     return NeuralSolver(nets["predictor"], nets["corrector"],
-                        Normalization(tuple(norm["input_mean"]), tuple(norm["input_std"]), float(norm["state_scale"])),
+                        Normalization(tuple(norm["input_mean"]), tuple(norm["input_std"]), float(norm["state_scale"]),
+                                      norm.get("resolution")),
                         scaling)
 
 

@@ -39,7 +39,9 @@ class UNet(nn.Module):
         self.merge = nn.ModuleList([_double_conv(2 * chans[i], chans[i]) for i in reversed(range(depth))])
         self.head = nn.Conv2d(chans[0], out_channels, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, wrap_pad: int = 0) -> torch.Tensor:
+        """``wrap_pad`` is accepted for the common backbone interface and ignored: the U-Net has
+        no Fourier layer whose period depends on the grid (see :mod:`ens.models.fno_cnn`)."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected input of shape (B, {self.in_channels}, S, S), got {tuple(x.shape)}")
         H, W = x.shape[-2:]
