@@ -7,6 +7,9 @@ VENV        ?= .venv
 TORCH_SPEC  ?= torch==2.13.0
 PROFILE     ?= default
 RESULTS     ?= results
+# RERUN=False: notebooks with a `rerun` parameter reuse the per-setting tables already under
+# $(RESULTS)/ (resume an interrupted `make reproduce`)
+RERUN       ?= True
 
 VPY   := $(VENV)/bin/python
 STAMP := $(VENV)/.ens-installed
@@ -19,7 +22,8 @@ export PYTHONHASHSEED := 0
 help:
 	@echo "make setup      create $(VENV) (CPU torch, the package, the notebook/test stack, kernel python3)"
 	@echo "make test       run the test suite, papermill on every notebook and nbval on the committed ones"
-	@echo "make reproduce  execute every notebook with PROFILE=$(PROFILE) into $(RESULTS)/ (figures in $(RESULTS)/figures)"
+	@echo "make reproduce  execute every notebook with PROFILE=$(PROFILE) into $(RESULTS)/ (figures in $(RESULTS)/figures);"
+	@echo "                RERUN=False resumes from the evaluation tables already there"
 	@echo "make data       generate and verify every dataset of PROFILE=$(PROFILE) under data/$(PROFILE)/"
 	@echo "make notebooks  re-execute the committed notebooks in place (their default parameters: profile ci)"
 	@echo "make sync       sync the jupytext pairs (notebooks/*.py <-> *.ipynb)"
@@ -40,9 +44,11 @@ test: setup
 reproduce: setup
 	mkdir -p $(RESULTS)/figures
 	@for nb in $(NOTEBOOKS:.py=.ipynb); do \
-	  echo "== $$nb (profile $(PROFILE))"; \
+	  echo "== $$nb (profile $(PROFILE))"; start=$$(date +%s); \
+	  rerun=$$(grep -q '^rerun = ' "$${nb%.ipynb}.py" && echo "-p rerun $(RERUN)"); \
 	  $(VPY) -m papermill "$$nb" "$(RESULTS)/$$(basename $$nb)" --cwd notebooks \
-	    -p profile $(PROFILE) -p results_dir "$(CURDIR)/$(RESULTS)" --progress-bar || exit 1; \
+	    -p profile $(PROFILE) -p results_dir "$(CURDIR)/$(RESULTS)" $$rerun --progress-bar || exit 1; \
+	  echo "== $$nb: $$(( $$(date +%s) - start )) s"; \
 	done
 	@echo "figures and executed notebooks are in $(RESULTS)/"
 

@@ -11,6 +11,7 @@ Examples::
     ens train --profile default --all                    # every family (resumes interrupted runs)
     ens train --profile ci --family poisson --kind ens --unroll truncated --out /tmp/ck
     ens evaluate --profile ci --family helmholtz         # every method on the test settings
+    ens generalize --profile default --study superres    # generalisation studies (+ alpha/T sensitivity)
 
 The data root is ``--root``, else ``$ENS_DATA_DIR``, else ``data/`` at the repository root;
 checkpoints go to ``--out``, else ``$ENS_CHECKPOINT_DIR``, else ``data/checkpoints``, under
@@ -27,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from .experiments import PROFILES, SPLITS, datasets
+from .experiments import PROFILES, SPLITS, STUDIES, datasets
 from .pdes import FAMILIES
 
 __all__ = ["main", "run", "build_parser"]
@@ -85,9 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--profile", choices=PROFILES, required=True, help="run profile (data, checkpoints, budgets)")
     ev.add_argument("--family", choices=list(FAMILIES), action="append", help="only this family (repeatable)")
     ev.add_argument("--out", default=None, help="output folder (default: results/<profile>)")
-    ev.add_argument("--root", help="data root (default: $ENS_DATA_DIR or data/)")
-    ev.add_argument("--checkpoints", help="checkpoint root (default: $ENS_CHECKPOINT_DIR or data/checkpoints)")
-    ev.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    _add_run_arguments(ev)
+
+    ge = commands.add_parser("generalize", help="zero-shot shift, cross-equation and super-resolution studies",
+                             description="Run every method of `ens evaluate` plus ENS with the residual stop rule on "
+                                         "each study's test sets, then the alpha/T sensitivity sweep on the zero-shot "
+                                         "and cross-equation sets; write OUT/<study>/ and OUT/sensitivity/ (resumable)")
+    ge.add_argument("--profile", choices=PROFILES, required=True, help="run profile (data, checkpoints, budgets)")
+    ge.add_argument("--study", choices=list(STUDIES), action="append", help="only this study (repeatable)")
+    ge.add_argument("--family", choices=list(FAMILIES), action="append", help="only this family (repeatable)")
+    ge.add_argument("--no-sensitivity", action="store_true", help="skip the alpha/T sensitivity sweep")
+    ge.add_argument("--out", default=None, help="output folder (default: results/04_<profile>, notebook 04's)")
+    _add_run_arguments(ge)
 
     st = commands.add_parser("study", help="the recipe study: one ENS per recipe variant, validation errors",
                              description="Train one ENS per variant of ens.train.RECIPE_VARIANTS (same data, seed, "
@@ -176,6 +186,13 @@ def _info(args) -> int:
     return 0
 
 
+def _add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """Where trained models are evaluated: data and checkpoint roots, device."""
+    p.add_argument("--root", help="data root (default: $ENS_DATA_DIR or data/)")
+    p.add_argument("--checkpoints", help="checkpoint root (default: $ENS_CHECKPOINT_DIR or data/checkpoints)")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+
+
 def _evaluate(args) -> int:
     from .evaluate import evaluate_profile
     out = Path(args.out) if args.out else _REPO / "results" / args.profile
@@ -184,6 +201,27 @@ def _evaluate(args) -> int:
     cols = ["family", "setting", "method", "rel_l2", "rel_residual", "ms_per_sample", "ens_advantage", "status"]
     print(summary[cols].to_string(index=False, float_format=lambda x: f"{x:.3g}"))
     print(f"wrote {out / 'summary.csv'} and {out / 'trajectories'}/")
+    return 0
+
+
+def _generalize(args) -> int:
+    import pandas as pd
+
+    from .generalization import run_study, sensitivity_study, study_settings
+    out = Path(args.out) if args.out else _REPO / "results" / f"04_{args.profile}"
+    kw = {"checkpoint_root": args.checkpoints, "data_root": args.root, "device": args.device}
+    summaries = [run_study(s, args.profile, out, args.family, log=print, **kw)[1] for s in (args.study or STUDIES)
+                 if study_settings(s, args.family, args.profile)]
+    summary = pd.concat(summaries, ignore_index=True)
+    cols = ["study", "family", "test_family", "setting", "method", "rel_l2", "ms_per_sample", "ens_advantage"]
+    print(summary[cols].to_string(index=False, float_format=lambda x: f"{x:.3g}"))
+    sens = [fs for s in ("zero_shot", "cross_equation") if s in (args.study or STUDIES)
+            for fs in study_settings(s, args.family, args.profile)]
+    if sens and not args.no_sensitivity:
+        _, choices = sensitivity_study(args.profile, sens, out, **kw)
+        cols = ["family", "test_family", "setting", "validation_rel_l2", "residual_rule_rel_l2", "oracle_rel_l2"]
+        print(choices[cols].to_string(index=False, float_format=lambda x: f"{x:.3g}"))
+    print(f"wrote {out}/")
     return 0
 
 
@@ -210,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         return _study(args)
     if args.command == "evaluate":
         return _evaluate(args)
+    if args.command == "generalize":
+        return _generalize(args)
     return {"generate": _generate, "verify": _verify, "info": _info}[args.action](args)
 
 

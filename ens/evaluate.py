@@ -34,10 +34,14 @@ from .train import checkpoint_path, evaluate_split
 
 __all__ = ["load_trained", "history_frame", "iterate_loss_frame", "iterate_errors", "ens_vs_surrogate",
            "METHODS", "methods_for", "select_tto_lr", "run_setting", "summary_table", "equal_time_table",
-           "comparison_settings", "evaluate_profile", "shipped_families"]
+           "comparison_settings", "evaluate_profile", "shipped_families", "require_shipped", "ENS_RESIDUAL"]
 
 #: every method of the comparison, in table order
 METHODS = ("reference", "surrogate", "ens", "gd", "gauss_newton", "newton", "tto")
+#: optional extra row: ENS with the label-free residual stop rule instead of the validation T
+#: (alpha from validation, at most the validation grid's ``max_steps``; see :func:`ens.solvers.ens_solve`)
+ENS_RESIDUAL = "ens_residual"
+_ENS_ROWS = ("ens", ENS_RESIDUAL)
 
 
 def load_trained(profile: str, family: str, kind: str, root=None) -> Checkpoint:
@@ -55,6 +59,18 @@ def shipped_families(profile: str, families=None, root=None) -> tuple[list[str],
         check_choice("family", f, FAMILIES)
     have = [f for f in families if all(checkpoint_path(profile, f, k, root).exists() for k in KINDS)]
     return have, [f for f in families if f not in have]
+
+
+def require_shipped(profile: str, families=None, root=None, log=print) -> list[str]:
+    """The families of :func:`shipped_families`; the missing ones are named through ``log`` with
+    the command that trains them, and ``FileNotFoundError`` is raised if none is there."""
+    have, missing = shipped_families(profile, families, root)
+    if missing:
+        log(f"no shipped {profile} checkpoints for {missing} (train them with `ens train --profile {profile} "
+            f"--family F`); using {have}")
+    if not have:
+        raise FileNotFoundError(f"no {profile} checkpoints: run `ens train --profile {profile} --all`")
+    return have
 
 
 def history_frame(ck: Checkpoint) -> pd.DataFrame:
@@ -167,6 +183,11 @@ def _run(method: str, *, pde, c, u, ens: Checkpoint, sur: Checkpoint, b: dict, t
         return surrogate_solve(sur.model, pde, c, u_true=u)
     if method == "ens":
         return ens_solve(ens.model, pde, c, alpha=ens.inference["alpha"], steps=ens.inference["steps"], **common)
+    if method == ENS_RESIDUAL:
+        tr = ens_solve(ens.model, pde, c, alpha=ens.inference["alpha"], steps=ens.inference["max_steps"],
+                       stop="residual", **common)
+        tr.method = ENS_RESIDUAL
+        return tr
     if method == "tto":
         return test_time_optimisation(sur.model, pde, c, steps=b["tto_steps"], lr=tto_lr, **common)
     # the hybrids start from the surrogate's prediction; its cost is part of their wall time
@@ -203,7 +224,7 @@ def run_setting(profile: str, family: str, setting: str, methods=None, *, budget
     spec = dataset_spec(profile, test_family, "test", test_setting)
     methods = list(methods or methods_for(test_family))
     for m in methods:
-        check_choice("method", m, METHODS)
+        check_choice("method", m, METHODS + (ENS_RESIDUAL,))
     ens, sur = (load_trained(profile, family, k, checkpoint_root) for k in ("ens", "surrogate"))
     ens.model.to(device), sur.model.to(device)
     if "tto" in methods and tto_lr is None:
@@ -246,20 +267,18 @@ def _concat(parts: list[Trajectory]) -> Trajectory:
 def summary_table(trajectories: list[Trajectory]) -> pd.DataFrame:
     """Final relative L2 and residual, time per sample and status of every trajectory, and per
     (family, setting) ENS's advantage: the best other learned-or-hybrid method's error over ENS's
-    (> 1: ENS is the more accurate). The reference solver is listed but not a competitor."""
+    (> 1: ENS is the more accurate), on the ENS rows (``ens`` and, if run, ``ens_residual``). The
+    reference solver is listed but not a competitor."""
     rows = [{"family": t.info.get("family"), "test_family": t.info.get("test_family"), "setting": t.info.get("setting"),
              "method": t.method, "rel_l2": float(t.rel_error[-1].mean()), "rel_residual": float(t.rel_residual[-1].mean()),
              "iterations": t.iterations, "ms_per_sample": float(t.wall_time[-1]) / t.batch_size * 1e3,
              "status": t.status} for t in trajectories]
     df = pd.DataFrame(rows)
-    adv = {}
-    for key, g in df.groupby(["family", "test_family", "setting"], sort=False):
-        ens = g[g.method == "ens"].rel_l2
-        others = g[~g.method.isin(["ens", "reference"])].rel_l2
-        if len(ens) and len(others):
-            adv[key] = float(others.min() / ens.iloc[0])
-    df["ens_advantage"] = [adv.get((r.family, r.test_family, r.setting)) if r.method == "ens" else None
-                           for r in df.itertuples()]
+    best_other = {key: g[~g.method.isin(_ENS_ROWS + ("reference",))].rel_l2.min()
+                  for key, g in df.groupby(["family", "test_family", "setting"], sort=False)}
+    df["ens_advantage"] = [float(best_other[(r.family, r.test_family, r.setting)] / r.rel_l2)
+                           if r.method in _ENS_ROWS and pd.notna(best_other[(r.family, r.test_family, r.setting)])
+                           else None for r in df.itertuples()]
     return df
 
 
@@ -299,16 +318,27 @@ def comparison_settings(families=None) -> list[tuple[str, str]]:
             [(f, s) for f, s in ILL_CONDITIONED if f in families])
 
 
-def evaluate_profile(profile: str, out_dir, families=None, settings=None, *, budget: dict | None = None,
-                     checkpoint_root=None, data_root=None, device="cpu", log=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _write_csv(df: pd.DataFrame, path: Path) -> None:
+    """Write ``df`` to ``path`` through a temporary file, so a killed job never leaves half a table."""
+    tmp = path.with_name(path.name + ".tmp")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def evaluate_profile(profile: str, out_dir, families=None, settings=None, *, extra_methods=(),
+                     budget: dict | None = None, checkpoint_root=None, data_root=None, device="cpu",
+                     log=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run :func:`run_setting` on every ``(family, setting)`` (default :func:`comparison_settings`)
     and write ``<out_dir>/trajectories/<family>_<setting>.csv`` (tidy, per iterate) and
     ``<out_dir>/summary.csv``. A setting whose file exists is read back, not rerun, so an
     interrupted evaluation resumes; files are written to a temporary name and renamed.
+    Every setting runs :func:`methods_for` its test family plus ``extra_methods`` (e.g.
+    ``(ENS_RESIDUAL,)``). The test-time
+    optimisation's learning rate is chosen once per model family and reused by its settings.
     Returns ``(trajectories, summary)``."""
     out = Path(out_dir)
     (out / "trajectories").mkdir(parents=True, exist_ok=True)
-    frames, summaries = [], []
+    frames, summaries, tto_lrs = [], [], {}
     for family, setting in (settings or comparison_settings(families)):
         path = out / "trajectories" / f"{family}_{setting.replace(':', '--')}.csv"
         spath = path.with_suffix(".summary.csv")
@@ -316,19 +346,17 @@ def evaluate_profile(profile: str, out_dir, families=None, settings=None, *, bud
             frames.append(pd.read_csv(path))
             summaries.append(pd.read_csv(spath))
             continue
-        trs = run_setting(profile, family, setting, budget=budget, checkpoint_root=checkpoint_root,
-                          data_root=data_root, device=device, log=log)
+        test_family = setting.split(":", 1)[0] if ":" in setting else family
+        trs = run_setting(profile, family, setting, methods_for(test_family) + list(extra_methods), budget=budget, checkpoint_root=checkpoint_root,
+                          data_root=data_root, device=device, tto_lr=tto_lrs.get(family), log=log)
+        tto_lrs.update({family: t.info["tto_lr"] for t in trs if t.method == "tto"})
         frame = pd.concat([t.frame(family=family, test_family=t.info["test_family"], setting=t.info["setting"])
                            for t in trs], ignore_index=True)
         summ = summary_table(trs)
-        for df, p in ((frame, path), (summ, spath)):
-            tmp = p.with_name(p.name + ".tmp")
-            df.to_csv(tmp, index=False)
-            os.replace(tmp, p)
+        _write_csv(frame, path)
+        _write_csv(summ, spath)
         frames.append(frame)
         summaries.append(summ)
     traj, summ = pd.concat(frames, ignore_index=True), pd.concat(summaries, ignore_index=True)
-    tmp = out / "summary.csv.tmp"
-    summ.to_csv(tmp, index=False)
-    os.replace(tmp, out / "summary.csv")
+    _write_csv(summ, out / "summary.csv")
     return traj, summ

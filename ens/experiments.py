@@ -74,7 +74,8 @@ from .pdes import FAMILIES, PDE, get_pde
 
 __all__ = ["PROFILES", "SPLITS", "SIZES", "CHUNK_SIZE", "PAIRED_TEST_KEY", "CROSS_EQUATION",
            "Sizes", "DatasetSpec", "derive_seed", "check_choice", "datasets", "dataset_spec",
-           "cross_equation_pairs", "in_distribution_setting", "TRAINING", "EVALUATION", "ILL_CONDITIONED"]
+           "cross_equation_pairs", "in_distribution_setting", "TRAINING", "EVALUATION", "ILL_CONDITIONED",
+           "STUDIES"]
 
 PROFILES = ("ci", "default", "paper")
 SPLITS = ("train", "val", "test")
@@ -263,17 +264,25 @@ TRAINING: dict[str, dict[str, dict]] = {
 
 #: evaluation budgets per profile (``ens.evaluate``): test samples per setting (the first ones of
 #: the file), batch size, iterations of each residual-based baseline, and the test-time
-#: optimisation's candidate learning rates (chosen per family on ``n_select`` validation samples).
+#: optimisation's candidate learning rates (chosen per family on ``n_select`` validation samples);
+#: for the generalisation studies (``ens.generalization``) the samples of each super-resolution set
+#: (``n_superres``, 4x the cost per sample) and of the alpha/T sensitivity sweep (``n_sensitivity``).
 #: Every iterative method gets far more iterations than ENS's ``T_test``, so the error-versus-time
 #: curves compare them at equal wall time, not only at each method's end.
 EVALUATION: dict[str, dict] = {
     "ci": {"n_samples": 16, "batch_size": 16, "gd_steps": 100, "gn_steps": 8, "cg_iterations": 20,
-           "newton_steps": 10, "tto_steps": 40, "tto_lrs": (1e-4, 1e-3), "n_select": 8},
+           "newton_steps": 10, "tto_steps": 40, "tto_lrs": (1e-4, 1e-3), "n_select": 8,
+           "n_superres": 16, "n_sensitivity": 8},
     "default": {"n_samples": 32, "batch_size": 32, "gd_steps": 500, "gn_steps": 20, "cg_iterations": 20,
-                "newton_steps": 20, "tto_steps": 100, "tto_lrs": (1e-5, 1e-4, 1e-3), "n_select": 8},
+                "newton_steps": 20, "tto_steps": 100, "tto_lrs": (1e-5, 1e-4, 1e-3), "n_select": 8,
+                "n_superres": 16, "n_sensitivity": 16},
     "paper": {"n_samples": 200, "batch_size": 50, "gd_steps": 5000, "gn_steps": 100, "cg_iterations": 50,
-              "newton_steps": 30, "tto_steps": 1000, "tto_lrs": (1e-5, 1e-4, 1e-3), "n_select": 50},
+              "newton_steps": 30, "tto_steps": 1000, "tto_lrs": (1e-5, 1e-4, 1e-3), "n_select": 50,
+              "n_superres": 100, "n_sensitivity": 50},
 }
+
+#: the generalisation studies (``ens.generalization``)
+STUDIES = ("zero_shot", "cross_equation", "superres")
 
 #: the ill-conditioned settings of the residual-versus-accuracy experiment (besides every family's
 #: in-distribution test set): (family, test setting)

@@ -17,7 +17,8 @@ import seaborn as sns
 
 __all__ = ["set_style", "save_figure", "plot_conditioning", "plot_bound_tightness", "plot_gd_damping",
            "plot_trajectories", "plot_error_bands", "plot_training_curves", "plot_iterate_losses",
-           "plot_iterate_errors", "plot_stability", "plot_error_vs_residual", "plot_error_vs_time"]
+           "plot_iterate_errors", "plot_stability", "plot_error_vs_residual", "plot_error_vs_time", "plot_shift",
+           "plot_advantage_vs_condition", "plot_alpha_t_sensitivity", "setting_label"]
 
 _STYLED = False
 
@@ -299,21 +300,43 @@ def plot_stability(table: pd.DataFrame, by: str | None = None, chosen: dict | No
 
 #: the methods of the residual-versus-accuracy comparison, in legend order, with their labels
 COMPARISON_LABELS = {"reference": "reference solver", "surrogate": "surrogate", "ens": "ENS", "gd": "residual GD",
-                     "gauss_newton": "Gauss-Newton (LM)", "newton": "Newton", "tto": "test-time opt."}
+                     "gauss_newton": "Gauss-Newton (LM)", "newton": "Newton", "tto": "test-time opt.",
+                     "ens_residual": "ENS, residual stop"}
+_PALETTE = dict(zip(COMPARISON_LABELS.values(), sns.color_palette("colorblind", len(COMPARISON_LABELS))))
+
+
+def setting_label(frame: pd.DataFrame) -> pd.Series:
+    """``family / setting``, or ``model family -> test family / setting`` for a cross-equation row."""
+    label = frame.family + " / " + frame.setting.astype(str)
+    if "test_family" in frame.columns:
+        cross = frame.test_family != frame.family
+        label[cross] = frame.family[cross] + " -> " + frame.test_family[cross] + " / " + frame.setting[cross].astype(str)
+    return label
+
+
+def _finish_panels(fig, axes, n_used: int, path, max_columns: int | None = None) -> matplotlib.figure.Figure:
+    """Hide the unused panels, put the first panel's legend above the figure, save."""
+    for ax in axes.flat[n_used:]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    ncol = min(len(labels), max_columns or len(labels))
+    rows = -(-len(labels) // max(ncol, 1))
+    fig.legend(handles, labels, loc="upper center", ncol=ncol, bbox_to_anchor=(0.5, 1.02), fontsize="small")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.05 * rows))
+    return save_figure(fig, path)
 
 
 def _panels(frame: pd.DataFrame, x: str, xlabel: str, path, xscale="log") -> matplotlib.figure.Figure:
     # the reference solver sits at round-off (error ~1e-8, residual ~1e-13) and would squash the
     # axes; the tables report it
     frame = frame[frame.method != "reference"]
-    frame = frame.assign(panel=frame.family + " / " + frame.setting.astype(str),
-                         label=frame.method.map(COMPARISON_LABELS).fillna(frame.method))
+    frame = frame.assign(panel=setting_label(frame), label=frame.method.map(COMPARISON_LABELS).fillna(frame.method))
     panels = list(dict.fromkeys(frame.panel))
     ncol = min(3, len(panels))
     nrow = -(-len(panels) // ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(3.8 * ncol, 3.0 * nrow), squeeze=False)
     order = [COMPARISON_LABELS[m] for m in COMPARISON_LABELS if COMPARISON_LABELS[m] in set(frame.label)]
-    palette = dict(zip(COMPARISON_LABELS.values(), sns.color_palette("colorblind", len(COMPARISON_LABELS))))
+    palette = _PALETTE
     for ax, panel in zip(axes.flat, panels):
         df = frame[frame.panel == panel]
         for label in order:
@@ -323,12 +346,7 @@ def _panels(frame: pd.DataFrame, x: str, xlabel: str, path, xscale="log") -> mat
             style = {"marker": "*", "ms": 10, "ls": "none"} if len(d) == 1 else {"marker": ".", "ms": 3}
             ax.plot(d[x], d.rel_error, color=palette[label], label=label, **style)
         ax.set(xscale=xscale, yscale="log", title=panel, xlabel=xlabel, ylabel="rel. L2 error")
-    for ax in axes.flat[len(panels):]:
-        ax.set_visible(False)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=len(labels), bbox_to_anchor=(0.5, 1.02), fontsize="small")
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
-    return save_figure(fig, path)
+    return _finish_panels(fig, axes, len(panels), path)
 
 
 def plot_error_vs_residual(frame: pd.DataFrame, path: str | Path | None = None) -> matplotlib.figure.Figure:
@@ -344,3 +362,77 @@ def plot_error_vs_time(frame: pd.DataFrame, path: str | Path | None = None) -> m
     _require(frame, ["family", "setting", "method", "iteration", "time_per_sample_s", "rel_error"], "plot_error_vs_time")
     frame = frame.assign(time_ms=1e3 * frame.time_per_sample_s)
     return _panels(frame, "time_ms", "wall time per sample [ms]", path)
+
+
+def plot_shift(frame: pd.DataFrame, path: str | Path | None = None) -> matplotlib.figure.Figure:
+    """Final rel L2 of every method along each zero-shot shift axis (rows of
+    :func:`ens.generalization.shift_frame`): one panel per axis, the in-distribution value first."""
+    _require(frame, ["axis", "value", "method", "rel_l2"], "plot_shift")
+    frame = frame[frame.method != "reference"].assign(label=lambda d: d.method.map(COMPARISON_LABELS).fillna(d.method))
+    axes_names = list(dict.fromkeys(frame.axis))
+    order = [lab for lab in COMPARISON_LABELS.values() if lab in set(frame.label)]
+    ncol = min(3, len(axes_names))
+    nrow = -(-len(axes_names) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 3.0 * nrow), squeeze=False)
+    for ax, name in zip(axes.flat, axes_names):
+        df = frame[frame.axis == name]
+        values = list(dict.fromkeys(df.value))
+        for lab in order:
+            d = df[df.label == lab].set_index("value").reindex(values)
+            ax.plot(range(len(values)), d.rel_l2, marker="o", ms=4, color=_PALETTE[lab], label=lab,
+                    ls="--" if lab == COMPARISON_LABELS["ens_residual"] else "-")
+        ax.set_xticks(range(len(values)), values)
+        ax.set(yscale="log", title=name, xlabel="(first: training distribution)", ylabel="rel. L2 error")
+    return _finish_panels(fig, axes, len(axes_names), path, max_columns=4)
+
+
+def plot_advantage_vs_condition(frame: pd.DataFrame, floor: float = 0.05,
+                                path: str | Path | None = None) -> matplotlib.figure.Figure:
+    """ENS's advantage (best other method's error / ENS's; > 1: ENS wins) against the condition
+    number of the setting's operator (:func:`ens.generalization.advantage_vs_condition`); points
+    below ``floor`` are named in the corner instead of stretching the axis."""
+    _require(frame, ["kappa", "ens_advantage", "family", "test_family", "setting"], "plot_advantage_vs_condition")
+    data = frame[np.isfinite(frame.kappa)]
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    sns.scatterplot(data=data, x="kappa", y="ens_advantage", hue="study" if "study" in data else None,
+                    style="test_family", s=70, ax=ax)
+    ax.axhline(1.0, color="0.4", ls=":", lw=1)
+    low = data[data.ens_advantage < floor]
+    if len(low):  # e.g. Newton solving the nonlinear problem to 1e-8: off the scale, named instead
+        ax.set_ylim(bottom=floor)
+        ax.text(0.02, 0.02, "below the axis: " + ", ".join(setting_label(low)), transform=ax.transAxes,
+                fontsize="x-small", color="0.3")
+    ax.set(xscale="log", yscale="log", xlabel=r"condition number $\kappa$ of the test operator",
+           ylabel="ENS advantage (best other / ENS)")
+    ax.legend(fontsize="small", bbox_to_anchor=(1.02, 1), loc="upper left")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_alpha_t_sensitivity(curves: pd.DataFrame, choices: pd.DataFrame,
+                             path: str | Path | None = None) -> matplotlib.figure.Figure:
+    """Test rel L2 against ENS steps for every alpha of the validation grid, one panel per
+    setting, with the validation rule's point (circle), the residual rule's error (dashed line)
+    and the label-reading oracle's point (star)."""
+    _require(curves, ["family", "setting", "alpha", "iteration", "rel_l2"], "plot_alpha_t_sensitivity")
+    _require(choices, ["validation_alpha", "validation_T", "validation_rel_l2", "residual_rule_rel_l2",
+                       "oracle_T", "oracle_rel_l2"], "plot_alpha_t_sensitivity")
+    curves, choices = curves.assign(panel=setting_label(curves)), choices.assign(panel=setting_label(choices))
+    panels = list(dict.fromkeys(curves.panel))
+    ncol = min(4, len(panels))
+    nrow = -(-len(panels) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.3 * ncol, 2.7 * nrow), squeeze=False)
+    alphas = sorted(curves.alpha.unique())
+    colours = dict(zip(alphas, sns.color_palette("flare", len(alphas))))
+    for ax, panel in zip(axes.flat, panels):
+        df = curves[curves.panel == panel]
+        for a in alphas:
+            d = df[df.alpha == a].sort_values("iteration")
+            ax.plot(d.iteration, d.rel_l2, color=colours[a], lw=1.2, label=f"alpha={a:g}")
+        ch = choices[choices.panel == panel].iloc[0]
+        ax.plot(ch.validation_T, ch.validation_rel_l2, "o", mfc="none", mec="k", ms=8, label="validation rule")
+        ax.axhline(ch.residual_rule_rel_l2, color="0.3", ls="--", lw=1, label="residual rule")
+        ax.plot(ch.oracle_T, ch.oracle_rel_l2, "*", color="k", ms=9, label="oracle (test labels)")
+        ax.set(xscale="symlog", yscale="log", title=panel, xlabel="ENS steps T", ylabel="test rel. L2")
+        ax.set_xlim(left=0)
+    return _finish_panels(fig, axes, len(panels), path)

@@ -51,7 +51,7 @@ from IPython.display import display
 
 from ens import plots
 from ens.evaluate import (ens_vs_surrogate, history_frame, iterate_errors, iterate_loss_frame, load_trained,
-                          shipped_families)
+                          require_shipped)
 from ens.experiments import PROFILES, check_choice
 from ens.pdes import FAMILIES
 from ens.train import TrainConfig, train
@@ -183,12 +183,7 @@ display(lowpass_runs.pivot_table(index="alpha", columns="step", values=["val_rel
 # checkpoint's history.
 
 # %%
-shipped, missing = shipped_families(profile, families)
-if missing:
-    print(f"no shipped {profile} checkpoints for {missing}: train them with "
-          f"`ens train --profile {profile} --family F` (section 3 shows the others)")
-if not shipped:
-    raise FileNotFoundError(f"no {profile} checkpoints: run `ens train --profile {profile} --all`")
+shipped = require_shipped(profile, families)
 frames, histories, choices = [], [], []
 for fam in shipped:
     cks = {kind: load_trained(profile, fam, kind) for kind in ("surrogate", "ens")}

@@ -56,7 +56,7 @@ import pandas as pd
 from IPython.display import display
 
 from ens import plots, theory
-from ens.evaluate import comparison_settings, equal_time_table, evaluate_profile, shipped_families
+from ens.evaluate import comparison_settings, equal_time_table, evaluate_profile, require_shipped
 from ens.experiments import EVALUATION, PROFILES, SIZES, check_choice
 
 
@@ -73,12 +73,7 @@ def sig2(x):
 
 _t0 = time.perf_counter()
 check_choice("profile", profile, PROFILES)
-families, missing = shipped_families(profile, families)
-if missing:
-    print(f"no shipped {profile} checkpoints for {missing} (train them with `ens train --profile {profile} "
-          f"--family F`); evaluating {families}")
-if not families:
-    raise FileNotFoundError(f"no {profile} checkpoints: run `ens train --profile {profile} --all`")
+families = require_shipped(profile, families)
 settings = comparison_settings(families)
 out_dir = Path(results_dir) / f"03_{profile}"
 if rerun and out_dir.exists():

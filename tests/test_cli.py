@@ -28,12 +28,13 @@ def root(tmp_path_factory):
     (["data", "generate", "--profile", "ci", "--split", "dev"], "'train', 'val', 'test'"),
     (["data", "info", "--profile", "paper2"], "'ci', 'default', 'paper'"),
     (["data", "purge"], "'generate', 'verify', 'info'"),
-    (["fit"], "'data', 'train', 'evaluate', 'study'"),
+    (["fit"], "'data', 'train', 'evaluate', 'generalize', 'study'"),
     (["train", "--profile", "ci", "--family", "burgers"], "'poisson', 'helmholtz'"),
     (["train", "--profile", "ci", "--family", "poisson", "--kind", "gan"], "'ens', 'surrogate', 'both'"),
     (["train", "--profile", "ci", "--family", "poisson", "--unroll", "half"], "'full', 'truncated'"),
     (["train", "--profile", "ci", "--family", "poisson", "--scaling", "raw"], "'constant', 'sample', 'h2'"),
     (["study", "--family", "stokes"], "'poisson', 'helmholtz'"),
+    (["generalize", "--profile", "ci", "--study", "few_shot"], "'zero_shot', 'cross_equation', 'superres'"),
 ])
 def test_bad_arguments_exit_2_listing_the_valid_choices(args, valid, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -109,3 +110,15 @@ def test_train_writes_a_checkpoint_and_reports_the_choice(root, tmp_path, capsys
     assert sorted(p.name for p in (out / "ci").iterdir()) == ["poisson_ens.pt", "poisson_surrogate.pt"]
     assert main(args) == 0  # a finished run is kept, not retrained
     assert "exists, nothing to do" in capsys.readouterr().out
+
+
+def test_generalize_writes_resumable_study_tables(root, tmp_path, capsys):
+    args = ["generalize", "--profile", "ci", "--study", "superres", "--family", "poisson", "--no-sensitivity",
+            "--root", str(root), "--out", str(tmp_path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "poisson -> poisson/superres ens_residual" in out and f"wrote {tmp_path}/" in out
+    assert (tmp_path / "superres" / "trajectories" / "poisson_superres.csv").exists()
+    assert (tmp_path / "superres" / "summary.csv").exists() and not (tmp_path / "sensitivity").exists()
+    assert main(args) == 0  # the second run reads the tables back
+    assert "ens_residual" in capsys.readouterr().out

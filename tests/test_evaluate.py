@@ -8,7 +8,7 @@ import torch
 
 from ens.data import generate
 from ens.evaluate import (METHODS, equal_time_table, load_trained, methods_for, run_setting, select_tto_lr,
-                          shipped_families, summary_table)
+                          require_shipped, shipped_families, summary_table)
 from ens.experiments import datasets
 
 BUDGET = {"n_samples": 4, "batch_size": 2, "gd_steps": 5, "gn_steps": 2, "cg_iterations": 4, "tto_steps": 3,
@@ -104,3 +104,9 @@ def test_shipped_families_lists_what_is_trained(tmp_path):
     assert shipped_families("ci", ["darcy", "poisson"], root=tmp_path) == ([], ["darcy", "poisson"])
     with pytest.raises(ValueError, match="unknown family"):
         shipped_families("ci", ["stokes"])
+    said = []
+    assert require_shipped("ci", ["darcy", "poisson"], log=said.append) == ["darcy", "poisson"]
+    assert not said
+    with pytest.raises(FileNotFoundError, match="ens train --profile ci --all"):
+        require_shipped("ci", ["darcy"], root=tmp_path, log=said.append)
+    assert "no shipped ci checkpoints for ['darcy']" in said[0] and "ens train --profile ci --family F" in said[0]

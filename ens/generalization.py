@@ -1,0 +1,243 @@
+"""Generalisation studies (the paper's claim 6): zero-shot parameter shift, cross-equation
+transfer and super-resolution, with every method of the residual-versus-accuracy comparison.
+
+Studies (:func:`study_settings`), each a list of ``(model family, test setting)``:
+
+* ``zero_shot``: every family's shifted test sets (Helmholtz k = 2, 3, 4; Poisson forcing scale
+  200; Darcy contrast 8 and GRF forcing; Navier--Stokes nu = 1e-4 and forcing 4 pi), next to the
+  in-distribution test set they are shifted from (the reference point of each shift axis);
+* ``cross_equation``: a model trained on one family run on another family's test set, fed that
+  family's residual (``"<test family>:<setting>"``, see :data:`ens.experiments.CROSS_EQUATION`);
+  the hybrids start from the transferred surrogate's prediction;
+* ``superres``: models trained at ``S`` run on the ``superres`` test sets (``2S - 1`` nodes for
+  the elliptic families, ``2S`` for Navier--Stokes).
+
+Choosing alpha and T without the test labels. The reference code hand-tunes ``alpha_test`` and
+``T_test`` per shifted test set. Here two label-free rules are run on every set:
+
+* ``ens`` (the *validation rule*): ``alpha`` and ``T`` chosen on the in-distribution validation
+  split at training time (stored in the checkpoint), used unchanged on every shifted set;
+* ``ens_residual`` (the *residual rule*): the validation ``alpha``, iterating up to the
+  validation grid's ``max_steps`` and keeping, per sample, the iterate with the smallest residual
+  (:func:`ens.solvers.ens_solve` with ``stop="residual"``).
+
+:func:`alpha_t_sensitivity` shows how much either choice matters: the test error along the whole
+``alpha x T`` grid, and the best point of that grid -- an *oracle* that looks at the test labels,
+reported only as the ceiling that per-set hand tuning could reach, never as a result.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+import torch
+
+from .data import load_dataset
+from .evaluate import ENS_RESIDUAL, _write_csv, evaluate_profile, load_trained
+from .experiments import (CROSS_EQUATION, EVALUATION, STUDIES, check_choice, dataset_spec, datasets,
+                          in_distribution_setting)
+from .pdes import FAMILIES
+from .solvers import ens_solve
+
+__all__ = ["STUDIES", "SHIFT_AXES", "study_settings", "run_study", "shift_frame", "condition_numbers",
+           "alpha_t_sensitivity", "sensitivity_study", "advantage_vs_condition"]
+
+#: the zero-shot shift axes: (axis, family, setting, value), in axis order; the first entry of
+#: each axis is the in-distribution setting
+SHIFT_AXES: tuple[tuple[str, str, str, str], ...] = (
+    ("Poisson: forcing scale", "poisson", "scale=100", "100"),
+    ("Poisson: forcing scale", "poisson", "scale=200", "200"),
+    ("Helmholtz: wavenumber k", "helmholtz", "k=1", "1"),
+    ("Helmholtz: wavenumber k", "helmholtz", "k=2", "2"),
+    ("Helmholtz: wavenumber k", "helmholtz", "k=3", "3"),
+    ("Helmholtz: wavenumber k", "helmholtz", "k=4", "4"),
+    ("Darcy: contrast a_high/a_low", "darcy", "contrast=4", "4"),
+    ("Darcy: contrast a_high/a_low", "darcy", "contrast=8", "8"),
+    ("Darcy: forcing", "darcy", "contrast=4", "constant"),
+    ("Darcy: forcing", "darcy", "forcing=grf", "GRF"),
+    ("Navier-Stokes: viscosity", "navier_stokes", "nu=1e-3", "1e-3"),
+    ("Navier-Stokes: viscosity", "navier_stokes", "nu=1e-4", "1e-4"),
+    ("Navier-Stokes: forcing", "navier_stokes", "nu=1e-3", "2 pi"),
+    ("Navier-Stokes: forcing", "navier_stokes", "forcing=4pi", "4 pi"),
+)
+
+
+def _test_sets(profile: str, family: str) -> list[str]:
+    return [s.setting for s in datasets(profile, family, "test")]
+
+
+def study_settings(study: str, families=None, profile: str = "ci") -> list[tuple[str, str]]:
+    """``(model family, test setting)`` of a study, restricted to ``families`` (default: all; a
+    cross-equation pair needs both of its families). ``profile`` only decides which test sets
+    exist (the same in every profile)."""
+    check_choice("study", study, STUDIES)
+    families = list(FAMILIES) if families is None else list(families)
+    for f in families:
+        check_choice("family", f, FAMILIES)
+    if study == "zero_shot":
+        out = []
+        for f in families:
+            shifted = [s for s in _test_sets(profile, f) if s not in (in_distribution_setting(f), "superres")]
+            if shifted:
+                out += [(f, in_distribution_setting(f))] + [(f, s) for s in shifted]
+        return out
+    if study == "cross_equation":
+        return [(train, f"{test}:{setting}") for train, test, setting in CROSS_EQUATION
+                if train in families and test in families]
+    return [(f, "superres") for f in families if "superres" in _test_sets(profile, f)]
+
+
+def _split(family: str, setting: str) -> tuple[str, str]:
+    return tuple(setting.split(":", 1)) if ":" in setting else (family, setting)
+
+
+def run_study(study: str, profile: str, out_dir, families=None, *, budget: dict | None = None,
+              checkpoint_root=None, data_root=None, device="cpu", log=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every method of :mod:`ens.evaluate` plus the residual-rule ENS on every setting of
+    ``study``; resumable tables under ``<out_dir>/<study>/``. The super-resolution sets use the
+    first ``n_superres`` test samples (4x the cost per sample). Returns ``(trajectories,
+    summary)`` with a ``study`` column."""
+    settings = study_settings(study, families, profile)
+    if not settings:
+        raise ValueError(f"study {study!r} has no setting for families {families}")
+    b = dict(budget or {})
+    if study == "superres":
+        b.setdefault("n_samples", (budget or {}).get("n_superres", EVALUATION[profile]["n_superres"]))
+    traj, summ = evaluate_profile(profile, Path(out_dir) / study, settings=settings, extra_methods=(ENS_RESIDUAL,),
+                                  budget=b, checkpoint_root=checkpoint_root, data_root=data_root, device=device,
+                                  log=log)
+    return traj.assign(study=study), summ.assign(study=study)
+
+
+def shift_frame(summary: pd.DataFrame) -> pd.DataFrame:
+    """The zero-shot summary rows on their shift axes (:data:`SHIFT_AXES`): one row per (axis,
+    value, method) with ``rel_l2``; an in-distribution setting appears on every axis it starts."""
+    axes = pd.DataFrame(SHIFT_AXES, columns=["axis", "family", "setting", "value"])
+    axes["order"] = range(len(axes))
+    rows = summary[summary.family == summary.test_family].astype({"setting": str})
+    return axes.merge(rows, on=["family", "setting"]).sort_values(["order", "method"]).drop(columns="order")
+
+
+# ---- condition numbers of the test operators -----------------------------------------------------
+def _laplacian(S: int) -> sp.csr_matrix:
+    """5-point ``Delta_h`` on the ``(S-2)^2`` interior nodes (Dirichlet), row-major."""
+    n, h2 = S - 2, (S - 1) ** -2
+    d = sp.diags([np.ones(n - 1), -2 * np.ones(n), np.ones(n - 1)], [-1, 0, 1])
+    eye = sp.identity(n)
+    return ((sp.kron(eye, d) + sp.kron(d, eye)) / h2).tocsr()
+
+
+def _kappa_sparse(a: sp.spmatrix) -> float:
+    """2-norm condition number of a symmetric sparse matrix: largest |eigenvalue| over the one
+    closest to zero (shift-invert at 0)."""
+    big = abs(spla.eigsh(a, k=1, which="LM", return_eigenvectors=False)[0])
+    small = abs(spla.eigsh(a.tocsc(), k=1, sigma=0.0, which="LM", return_eigenvectors=False)[0])
+    return float(big / small) if small > 0 else math.inf
+
+
+def condition_numbers(profile: str, settings, n_samples: int = 4, data_root=None) -> pd.DataFrame:
+    """Condition number of each test setting's (linearised) operator at its resolution.
+
+    Poisson and Helmholtz: closed form (the DST eigenvalues, as :func:`ens.theory.condition_number`). Darcy: the
+    finite-volume matrix of each of the first ``n_samples`` permeabilities, averaged.
+    Nonlinear Helmholtz: the Jacobian ``Delta_h + k^2 + 3 lam u*^2`` at the reference solutions.
+    Navier--Stokes and Kolmogorov flow: ``NaN`` (their space-time Jacobian is not a single
+    elliptic operator; see notebook 03)."""
+    rows = []
+    for family, setting in settings:
+        test_family, test_setting = _split(family, setting)
+        spec = dataset_spec(profile, test_family, "test", test_setting)
+        pde, S, kappa = spec.pde(), spec.resolution, math.nan
+        if test_family in ("poisson", "helmholtz"):
+            sigma = pde.operator_eigenvalues(S).abs()
+            kappa = float(sigma.max() / sigma.min())
+        elif test_family in ("darcy", "nonlinear_helmholtz"):
+            c, u = load_dataset(spec, data_root, True).tensors(0, n_samples)
+            ks = []
+            for i in range(len(c)):
+                if test_family == "darcy":
+                    from .pdes.darcy import fv_matrix
+                    mat = fv_matrix(c[i, 0].double().numpy())
+                else:
+                    ui = u[i, 0, 1:-1, 1:-1].double().numpy().ravel()
+                    mat = _laplacian(S) + sp.diags(pde.k ** 2 + 3 * pde.lam * ui ** 2)
+                ks.append(_kappa_sparse(mat))
+            kappa = float(np.mean(ks))
+        rows.append({"family": family, "test_family": test_family, "setting": test_setting, "resolution": S,
+                     "kappa": kappa})
+    return pd.DataFrame(rows)
+
+
+def advantage_vs_condition(summary: pd.DataFrame, kappas: pd.DataFrame) -> pd.DataFrame:
+    """ENS's advantage (best other learned-or-hybrid method's error / ENS's, validation rule)
+    next to the condition number of each setting's operator."""
+    ens = summary[summary.method == "ens"].astype({"setting": str})
+    cols = ["study", "family", "test_family", "setting", "rel_l2", "ens_advantage"]
+    return ens[[c for c in cols if c in ens.columns]].merge(
+        kappas.astype({"setting": str}), on=["family", "test_family", "setting"])
+
+
+# ---- sensitivity to alpha and T ------------------------------------------------------------------
+def alpha_t_sensitivity(profile: str, family: str, setting: str, *, n_samples: int | None = None,
+                        checkpoint_root=None, data_root=None, device="cpu") -> tuple[pd.DataFrame, dict]:
+    """ENS's test error along its whole validation grid (every ``alpha`` of the stored selection
+    table, ``T = 0 .. max_steps``) on the first ``n_samples`` test samples of a setting.
+
+    Returns the tidy curves (``alpha, iteration, rel_l2, rel_residual, status``) and one row of
+    the three choices on these samples: the validation rule, the residual rule and the oracle
+    (the grid's best point, which reads the test labels)."""
+    ens = load_trained(profile, family, "ens", checkpoint_root)
+    test_family, test_setting = _split(family, setting)
+    spec = dataset_spec(profile, test_family, "test", test_setting)
+    n = n_samples or EVALUATION[profile]["n_sensitivity"]
+    c, u = load_dataset(spec, data_root, True).tensors(0, n)
+    c, u, pde, model = c.to(device), u.to(device), spec.pde(), ens.model.to(device)
+    info = ens.inference
+    alphas = sorted({row["alpha"] for row in info["table"]} | {info["alpha"]})
+    labels = {"family": family, "test_family": test_family, "setting": test_setting}
+    curves = []
+    for a in alphas:
+        tr = ens_solve(model, pde, c, alpha=a, steps=info["max_steps"], u_true=u, on_divergence="stop")
+        curves.append(pd.DataFrame({**labels, "alpha": a, "iteration": range(tr.iterations + 1),
+                                    "rel_l2": tr.rel_error.mean(1).numpy(),
+                                    "rel_residual": tr.rel_residual.mean(1).numpy(), "status": tr.status}))
+    curves = pd.concat(curves, ignore_index=True)
+    stop = ens_solve(model, pde, c, alpha=info["alpha"], steps=info["max_steps"], u_true=u, stop="residual",
+                     on_divergence="stop")
+    at_val = curves[(curves.alpha == info["alpha"]) & (curves.iteration <= info["steps"])].iloc[-1]
+    best = curves[curves.iteration > 0].sort_values("rel_l2").iloc[0]
+    row = {**labels, "n_samples": len(c), "start_rel_l2": float(curves.rel_l2.iloc[0]),
+           "validation_alpha": info["alpha"], "validation_T": int(at_val.iteration),
+           "validation_rel_l2": float(at_val.rel_l2), "residual_rule_steps": stop.iterations,
+           "residual_rule_rel_l2": float(stop.rel_error[-1].mean()), "oracle_alpha": float(best.alpha),
+           "oracle_T": int(best.iteration), "oracle_rel_l2": float(best.rel_l2)}
+    return curves, row
+
+
+def sensitivity_study(profile: str, settings, out_dir, *, n_samples: int | None = None, checkpoint_root=None,
+                      data_root=None, device="cpu") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`alpha_t_sensitivity` on every ``(family, setting)``; resumable per-setting tables
+    under ``<out_dir>/sensitivity/``. Returns ``(curves, choices)``."""
+    out = Path(out_dir) / "sensitivity"
+    out.mkdir(parents=True, exist_ok=True)
+    curves, rows = [], []
+    for family, setting in settings:
+        path = out / f"{family}_{setting.replace(':', '--')}.csv"
+        rpath = path.with_suffix(".choice.csv")
+        if path.exists() and rpath.exists():
+            curves.append(pd.read_csv(path))
+            rows.append(pd.read_csv(rpath))
+            continue
+        cv, row = alpha_t_sensitivity(profile, family, setting, n_samples=n_samples,
+                                      checkpoint_root=checkpoint_root, data_root=data_root, device=device)
+        row = pd.DataFrame([row])
+        _write_csv(cv, path)
+        _write_csv(row, rpath)
+        curves.append(cv)
+        rows.append(row)
+    return pd.concat(curves, ignore_index=True), pd.concat(rows, ignore_index=True)

@@ -1,0 +1,143 @@
+"""Generalisation studies (ens.generalization): which sets each study runs, cross-equation and
+super-resolution runs with the shipped ci checkpoints, the condition numbers of the test
+operators against dense linear algebra, and the label-free alpha/T rules."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ens import theory
+from ens.data import generate, load_dataset
+from ens.evaluate import load_trained
+from ens.experiments import dataset_spec, datasets
+from ens.generalization import (SHIFT_AXES, STUDIES, _laplacian, alpha_t_sensitivity, condition_numbers,
+                                run_study, sensitivity_study, shift_frame, study_settings)
+from ens.pdes.darcy import fv_matrix
+from ens.solvers import ens_solve
+
+BUDGET = {"n_samples": 4, "batch_size": 4, "gd_steps": 3, "gn_steps": 2, "cg_iterations": 3, "tto_steps": 2,
+          "newton_steps": 2, "tto_lrs": (1e-4,), "n_select": 2, "n_superres": 2}
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    wanted = {("poisson", "val", "scale=100"), ("helmholtz", "val", "k=1"), ("poisson", "test", "scale=100"),
+              ("helmholtz", "test", "k=1"), ("helmholtz", "test", "superres"), ("darcy", "test", "contrast=8"),
+              ("nonlinear_helmholtz", "test", "k=2_lam=-1")}
+    generate([s for s in datasets("ci") if (s.family, s.split, s.setting) in wanted], root=root, progress=False)
+    return root
+
+
+def test_study_settings():
+    zs = study_settings("zero_shot")
+    assert zs[:2] == [("poisson", "scale=100"), ("poisson", "scale=200")]
+    assert [s for f, s in zs if f == "helmholtz"] == ["k=1", "k=2", "k=3", "k=4"]
+    assert not any(f in ("kolmogorov", "nonlinear_helmholtz") for f, _ in zs)  # no shifted sets
+    assert study_settings("cross_equation") == [("poisson", "helmholtz:k=1"), ("helmholtz", "poisson:scale=100")]
+    assert study_settings("cross_equation", ["poisson"]) == []  # a pair needs both families
+    assert [f for f, _ in study_settings("superres")] == ["poisson", "helmholtz", "nonlinear_helmholtz", "darcy",
+                                                         "navier_stokes"]
+    assert {(f, s) for _, f, s, _ in SHIFT_AXES} == set(zs)  # every zero-shot set sits on a shift axis
+    with pytest.raises(ValueError, match="unknown study"):
+        study_settings("few_shot")
+    with pytest.raises(ValueError, match="unknown family"):
+        study_settings("superres", ["heat"])
+    assert STUDIES == ("zero_shot", "cross_equation", "superres")
+
+
+def test_cross_equation_runs_the_other_familys_model_on_the_test_equation(data_root, tmp_path):
+    traj, summ = run_study("cross_equation", "ci", tmp_path, ["poisson", "helmholtz"], budget=BUDGET,
+                           data_root=data_root)
+    row = summ[(summ.family == "poisson") & (summ.method == "surrogate")].iloc[0]
+    assert row.test_family == "helmholtz" and row.setting == "k=1" and row.study == "cross_equation"
+    # the transferred surrogate's error is measured against the Helmholtz solutions
+    spec = dataset_spec("ci", "helmholtz", "test", "k=1")
+    c, u = load_dataset(spec, data_root).tensors(0, BUDGET["n_samples"])
+    sur = load_trained("ci", "poisson", "surrogate")
+    with torch.no_grad():
+        u0 = sur.model.predict(spec.pde(), c)
+    want = float(((u0 - u).flatten(1).norm(dim=1) / u.flatten(1).norm(dim=1)).mean())
+    assert row.rel_l2 == pytest.approx(want, rel=1e-5)
+    # ENS is fed the Helmholtz residual: the same run by hand gives the same error
+    ens = load_trained("ci", "poisson", "ens")
+    tr = ens_solve(ens.model, spec.pde(), c, alpha=ens.inference["alpha"], steps=ens.inference["steps"], u_true=u)
+    got = summ[(summ.family == "poisson") & (summ.method == "ens")].rel_l2.iloc[0]
+    assert got == pytest.approx(float(tr.rel_error[-1].mean()), rel=1e-5)
+    # the residual rule never reports a larger residual than where it started, within max_steps
+    rr = traj[(traj.family == "poisson") & (traj.method == "ens_residual")].sort_values("iteration")
+    assert (np.diff(rr.rel_residual) <= 1e-12).all() and rr.iteration.max() <= ens.inference["max_steps"]
+    # resumable: the second call reads the tables instead of running anything
+    again = run_study("cross_equation", "ci", tmp_path, ["poisson", "helmholtz"], budget=BUDGET,
+                      data_root=data_root, checkpoint_root=tmp_path / "no-checkpoints-here")[1]
+    pd.testing.assert_frame_equal(again.reset_index(drop=True), summ.reset_index(drop=True), check_dtype=False)
+
+
+def test_superres_runs_the_models_on_the_finer_grid(data_root, tmp_path):
+    traj, summ = run_study("superres", "ci", tmp_path, ["helmholtz"], budget=BUDGET, data_root=data_root)
+    assert set(summ.method) >= {"surrogate", "ens", "ens_residual", "gd", "gauss_newton", "tto", "reference"}
+    assert (summ[summ.method == "reference"].rel_l2 < 1e-6).all()
+    ens = summ[summ.method == "ens"].iloc[0]
+    assert ens.rel_l2 < summ[summ.method == "surrogate"].rel_l2.iloc[0]  # the corrector still helps at 2S-1
+    assert dataset_spec("ci", "helmholtz", "test", "superres").resolution == 63
+
+
+def test_condition_numbers_match_dense_linear_algebra(data_root):
+    k = condition_numbers("ci", [("poisson", "scale=100"), ("helmholtz", "k=4"), ("navier_stokes", "nu=1e-3"),
+                                 ("poisson", "helmholtz:k=1")])
+    assert k.kappa.iloc[0] == pytest.approx(theory.condition_number(32, 0.0), rel=1e-12)
+    assert k.kappa.iloc[1] == pytest.approx(theory.condition_number(32, 4.0), rel=1e-12)
+    assert math.isnan(k.kappa.iloc[2])
+    assert k.test_family.iloc[3] == "helmholtz" and k.kappa.iloc[3] == pytest.approx(theory.condition_number(32, 1.0))
+    # Darcy and the nonlinear Jacobian come from sparse eigensolves: compare with dense cond()
+    n = 2
+    d = condition_numbers("ci", [("darcy", "contrast=8"), ("nonlinear_helmholtz", "k=2_lam=-1")], n_samples=n,
+                          data_root=data_root)
+    c, _ = load_dataset(dataset_spec("ci", "darcy", "test", "contrast=8"), data_root).tensors(0, n)
+    dense = np.mean([np.linalg.cond(fv_matrix(c[i, 0].double().numpy()).toarray()) for i in range(n)])
+    assert d.kappa.iloc[0] == pytest.approx(dense, rel=1e-6)
+    spec = dataset_spec("ci", "nonlinear_helmholtz", "test", "k=2_lam=-1")
+    _, u = load_dataset(spec, data_root).tensors(0, n)
+    pde = spec.pde()
+    jac = [_laplacian(32).toarray() + np.diag(pde.k ** 2 + 3 * pde.lam * u[i, 0, 1:-1, 1:-1].double().numpy().ravel() ** 2)
+           for i in range(n)]
+    assert d.kappa.iloc[1] == pytest.approx(np.mean([np.linalg.cond(j) for j in jac]), rel=1e-6)
+    # the sparse Laplacian is the PDE's own operator: its eigenvalues are the closed-form ones
+    ev = np.sort(np.linalg.eigvalsh(_laplacian(12).toarray()))
+    np.testing.assert_allclose(ev, np.sort(theory.helmholtz_spectrum(12, 0.0).flatten().numpy()), rtol=1e-10)
+
+
+def test_alpha_t_rules(data_root, tmp_path):
+    curves, row = alpha_t_sensitivity("ci", "helmholtz", "k=1", n_samples=3, data_root=data_root)
+    ens = load_trained("ci", "helmholtz", "ens")
+    assert set(curves.alpha) == {r["alpha"] for r in ens.inference["table"]}
+    assert curves.iteration.max() == ens.inference["max_steps"]
+    at = curves[(curves.alpha == row["validation_alpha"]) & (curves.iteration == row["validation_T"])].rel_l2
+    assert row["validation_T"] == ens.inference["steps"] and float(at.iloc[0]) == row["validation_rel_l2"]
+    # the oracle is the grid's minimum, so no rule beats it on its own grid
+    assert row["oracle_rel_l2"] == pytest.approx(curves[curves.iteration > 0].rel_l2.min())
+    assert row["oracle_rel_l2"] <= row["validation_rel_l2"]
+    # the residual rule is ens_solve's stop rule on the same samples
+    spec = dataset_spec("ci", "helmholtz", "test", "k=1")
+    c, u = load_dataset(spec, data_root).tensors(0, 3)
+    stop = ens_solve(ens.model, spec.pde(), c, alpha=ens.inference["alpha"], steps=ens.inference["max_steps"],
+                     u_true=u, stop="residual")
+    assert row["residual_rule_rel_l2"] == pytest.approx(float(stop.rel_error[-1].mean()), rel=1e-6)
+    # resumable per setting
+    cv, ch = sensitivity_study("ci", [("helmholtz", "k=1")], tmp_path, n_samples=3, data_root=data_root)
+    cv2, ch2 = sensitivity_study("ci", [("helmholtz", "k=1")], tmp_path, n_samples=3, data_root=data_root,
+                                 checkpoint_root=tmp_path / "none")
+    pd.testing.assert_frame_equal(ch, ch2)
+    assert ch.validation_rel_l2.iloc[0] == pytest.approx(row["validation_rel_l2"])
+
+
+def test_shift_frame_puts_each_set_on_its_axes():
+    rows = [{"family": f, "test_family": f, "setting": s, "method": m, "rel_l2": 0.1}
+            for _, f, s, _ in SHIFT_AXES for m in ("ens", "surrogate")]
+    frame = shift_frame(pd.DataFrame(rows).drop_duplicates())
+    assert list(dict.fromkeys(frame.axis)) == list(dict.fromkeys(a for a, *_ in SHIFT_AXES))
+    darcy = frame[(frame.axis == "Darcy: forcing") & (frame.method == "ens")]
+    assert list(darcy.value) == ["constant", "GRF"] and list(darcy.setting) == ["contrast=4", "forcing=grf"]
