@@ -3,7 +3,8 @@ residual-versus-accuracy comparison of every method on the test settings of a pr
 
 Tables are tidy (long format): one row per (family, setting, method, iteration) or per
 (model, epoch), ready for seaborn. Only validation data are used to *choose* anything (ENS's
-alpha and T at training time, the test-time optimisation's learning rate here); test sets are
+alpha and T at training time, the test-time optimisation's learning rate and the residual stop
+rule's filter here); test sets are
 evaluated with the choices already made.
 
 Fair timing (:func:`run_setting`): every method runs on the same device, batch and dtype
@@ -34,13 +35,17 @@ from .train import checkpoint_path, evaluate_split
 
 __all__ = ["load_trained", "history_frame", "iterate_loss_frame", "iterate_errors", "ens_vs_surrogate",
            "METHODS", "methods_for", "select_tto_lr", "run_setting", "summary_table", "equal_time_table",
-           "comparison_settings", "evaluate_profile", "shipped_families", "require_shipped", "ENS_RESIDUAL"]
+           "comparison_settings", "evaluate_profile", "shipped_families", "require_shipped", "ENS_RESIDUAL",
+           "STOP_LOWPASS", "select_stop_lowpass"]
 
 #: every method of the comparison, in table order
 METHODS = ("reference", "surrogate", "ens", "gd", "gauss_newton", "newton", "tto")
 #: optional extra row: ENS with the label-free residual stop rule instead of the validation T
-#: (alpha from validation, at most the validation grid's ``max_steps``; see :func:`ens.solvers.ens_solve`)
+#: (alpha from validation, at most the validation grid's ``max_steps``, the monitored residual
+#: low-pass filtered with the fraction chosen on validation; see :func:`ens.solvers.ens_solve`)
 ENS_RESIDUAL = "ens_residual"
+#: candidate low-pass fractions of the residual stop rule (1: the plain residual norm)
+STOP_LOWPASS = (1.0, 0.5, 0.25, 0.125)
 _ENS_ROWS = ("ens", ENS_RESIDUAL)
 
 
@@ -161,6 +166,24 @@ def select_tto_lr(sur: Checkpoint, profile: str, budget: dict | None = None, dat
     return float(finite.sort_values("val_rel_l2").lr.iloc[0]), table
 
 
+def select_stop_lowpass(ens: Checkpoint, profile: str, budget: dict | None = None, data_root=None,
+                        device="cpu") -> tuple[float, pd.DataFrame]:
+    """The residual stop rule's low-pass fraction (:data:`STOP_LOWPASS`) with the lowest error on
+    the first ``n_sensitivity`` in-distribution validation samples, at the validation ``alpha``
+    and up to ``max_steps``; and the table of candidates (never the test split)."""
+    b = _budget(profile, budget)
+    spec = dataset_spec(profile, ens.family, "val", in_distribution_setting(ens.family))
+    c, u = load_dataset(spec, data_root, True).tensors(0, b["n_sensitivity"])
+    c, u, pde = c.to(device), u.to(device), spec.pde()
+    rows = []
+    for q in STOP_LOWPASS:
+        tr = ens_solve(ens.model.to(device), pde, c, alpha=ens.inference["alpha"], steps=ens.inference["max_steps"],
+                       u_true=u, stop="residual", stop_lowpass=q, on_divergence="stop")
+        rows.append({"stop_lowpass": q, "val_rel_l2": float(tr.rel_error[-1].mean()), "steps": tr.iterations})
+    table = pd.DataFrame(rows)
+    return float(table.sort_values("val_rel_l2").stop_lowpass.iloc[0]), table
+
+
 def _reference(pde, c: torch.Tensor, u: torch.Tensor) -> Trajectory:
     """The numerical solver as a one-point trajectory: float64 solve on the CPU, timed whole."""
     from .solvers import Recorder
@@ -175,7 +198,8 @@ def _reference(pde, c: torch.Tensor, u: torch.Tensor) -> Trajectory:
     return tr
 
 
-def _run(method: str, *, pde, c, u, ens: Checkpoint, sur: Checkpoint, b: dict, tto_lr: float) -> Trajectory:
+def _run(method: str, *, pde, c, u, ens: Checkpoint, sur: Checkpoint, b: dict, tto_lr: float,
+         stop_lowpass: float = 1.0) -> Trajectory:
     common = {"u_true": u, "on_divergence": "stop"}
     if method == "reference":
         return _reference(pde, c, u)
@@ -185,7 +209,7 @@ def _run(method: str, *, pde, c, u, ens: Checkpoint, sur: Checkpoint, b: dict, t
         return ens_solve(ens.model, pde, c, alpha=ens.inference["alpha"], steps=ens.inference["steps"], **common)
     if method == ENS_RESIDUAL:
         tr = ens_solve(ens.model, pde, c, alpha=ens.inference["alpha"], steps=ens.inference["max_steps"],
-                       stop="residual", **common)
+                       stop="residual", stop_lowpass=stop_lowpass, **common)
         tr.method = ENS_RESIDUAL
         return tr
     if method == "tto":
@@ -211,13 +235,15 @@ def _run(method: str, *, pde, c, u, ens: Checkpoint, sur: Checkpoint, b: dict, t
 
 def run_setting(profile: str, family: str, setting: str, methods=None, *, budget: dict | None = None,
                 checkpoint_root=None, data_root=None, device="cpu", tto_lr: float | None = None,
-                log=None) -> list[Trajectory]:
+                stop_lowpass: float | None = None, log=None) -> list[Trajectory]:
     """Run every method on the test set ``(profile, family, setting)`` and return their trajectories.
 
     ENS and the surrogate come from the shipped checkpoints of ``family`` (for a cross-equation
     test pass the *model's* family as ``family`` and the test set's family in ``setting`` as
     ``"<family>:<setting>"``). The batches are the first ``n_samples`` test samples, in
-    ``batch_size`` chunks whose trajectories are concatenated (wall times add up).
+    ``batch_size`` chunks whose trajectories are concatenated (wall times add up). ``tto_lr``
+    and ``stop_lowpass`` (the residual stop rule's filter) are chosen on validation data when
+    not given (:func:`select_tto_lr`, :func:`select_stop_lowpass`).
     """
     b = _budget(profile, budget)
     test_family, test_setting = setting.split(":", 1) if ":" in setting else (family, setting)
@@ -229,17 +255,22 @@ def run_setting(profile: str, family: str, setting: str, methods=None, *, budget
     ens.model.to(device), sur.model.to(device)
     if "tto" in methods and tto_lr is None:
         tto_lr, _ = select_tto_lr(sur, profile, b, data_root, device)
+    if ENS_RESIDUAL in methods and stop_lowpass is None:
+        stop_lowpass, _ = select_stop_lowpass(ens, profile, b, data_root, device)
     c_all, u_all = load_dataset(spec, data_root, True).tensors(0, b["n_samples"])
     pde = spec.pde()
     out = []
     for method in methods:
         kw = {"pde": pde, "ens": ens, "sur": sur, "b": {**b, "gd_steps": 1, "gn_steps": 1, "tto_steps": 1,
-                                                         "newton_steps": 1, "cg_iterations": 2}, "tto_lr": tto_lr}
+                                                         "newton_steps": 1, "cg_iterations": 2},
+              "tto_lr": tto_lr, "stop_lowpass": stop_lowpass or 1.0}
         _run(method, c=c_all[:1].to(device), u=u_all[:1].to(device), **kw)  # warm-up
-        parts = [_run(method, pde=pde, c=c_all[i:i + b["batch_size"]].to(device), u=u_all[i:i + b["batch_size"]].to(device),
-                      ens=ens, sur=sur, b=b, tto_lr=tto_lr) for i in range(0, len(c_all), b["batch_size"])]
+        parts = [_run(method, c=c_all[i:i + b["batch_size"]].to(device), u=u_all[i:i + b["batch_size"]].to(device),
+                      **{**kw, "b": b}) for i in range(0, len(c_all), b["batch_size"])]
         tr = _concat(parts)
-        tr.info.update(family=family, test_family=test_family, setting=test_setting, tto_lr=tto_lr if method == "tto" else None)
+        tr.info.update(family=family, test_family=test_family, setting=test_setting,
+                       tto_lr=tto_lr if method == "tto" else None,
+                       stop_lowpass=stop_lowpass if method == ENS_RESIDUAL else None)
         if log:
             log(f"{family} -> {test_family}/{test_setting} {method}: rel L2 {float(tr.rel_error[-1].mean()):.3g}, "
                 f"{float(tr.wall_time[-1]) / tr.batch_size * 1e3:.2f} ms/sample ({tr.status})")
@@ -273,13 +304,17 @@ def summary_table(trajectories: list[Trajectory]) -> pd.DataFrame:
              "method": t.method, "rel_l2": float(t.rel_error[-1].mean()), "rel_residual": float(t.rel_residual[-1].mean()),
              "iterations": t.iterations, "ms_per_sample": float(t.wall_time[-1]) / t.batch_size * 1e3,
              "status": t.status} for t in trajectories]
-    df = pd.DataFrame(rows)
+    return with_advantage(pd.DataFrame(rows))
+
+
+def with_advantage(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` (summary rows) with the column ``ens_advantage`` (re)computed, see :func:`summary_table`."""
     best_other = {key: g[~g.method.isin(_ENS_ROWS + ("reference",))].rel_l2.min()
                   for key, g in df.groupby(["family", "test_family", "setting"], sort=False)}
-    df["ens_advantage"] = [float(best_other[(r.family, r.test_family, r.setting)] / r.rel_l2)
-                           if r.method in _ENS_ROWS and pd.notna(best_other[(r.family, r.test_family, r.setting)])
-                           else None for r in df.itertuples()]
-    return df
+    adv = [float(best_other[(r.family, r.test_family, r.setting)] / r.rel_l2)
+           if r.method in _ENS_ROWS and pd.notna(best_other[(r.family, r.test_family, r.setting)]) else None
+           for r in df.itertuples()]
+    return df.assign(ens_advantage=adv)
 
 
 def equal_time_table(frame: pd.DataFrame, factors=(1, 10, 100)) -> pd.DataFrame:
@@ -334,11 +369,12 @@ def evaluate_profile(profile: str, out_dir, families=None, settings=None, *, ext
     interrupted evaluation resumes; files are written to a temporary name and renamed.
     Every setting runs :func:`methods_for` its test family plus ``extra_methods`` (e.g.
     ``(ENS_RESIDUAL,)``). The test-time
-    optimisation's learning rate is chosen once per model family and reused by its settings.
+    optimisation's learning rate (and the residual stop rule's filter) is chosen once per model
+    family and reused by its settings.
     Returns ``(trajectories, summary)``."""
     out = Path(out_dir)
     (out / "trajectories").mkdir(parents=True, exist_ok=True)
-    frames, summaries, tto_lrs = [], [], {}
+    frames, summaries, tto_lrs, lowpasses = [], [], {}, {}
     for family, setting in (settings or comparison_settings(families)):
         path = out / "trajectories" / f"{family}_{setting.replace(':', '--')}.csv"
         spath = path.with_suffix(".summary.csv")
@@ -348,8 +384,10 @@ def evaluate_profile(profile: str, out_dir, families=None, settings=None, *, ext
             continue
         test_family = setting.split(":", 1)[0] if ":" in setting else family
         trs = run_setting(profile, family, setting, methods_for(test_family) + list(extra_methods), budget=budget, checkpoint_root=checkpoint_root,
-                          data_root=data_root, device=device, tto_lr=tto_lrs.get(family), log=log)
+                          data_root=data_root, device=device, tto_lr=tto_lrs.get(family),
+                          stop_lowpass=lowpasses.get(family), log=log)
         tto_lrs.update({family: t.info["tto_lr"] for t in trs if t.method == "tto"})
+        lowpasses.update({family: t.info["stop_lowpass"] for t in trs if t.method == ENS_RESIDUAL})
         frame = pd.concat([t.frame(family=family, test_family=t.info["test_family"], setting=t.info["setting"])
                            for t in trs], ignore_index=True)
         summ = summary_table(trs)

@@ -18,8 +18,11 @@ Choosing alpha and T without the test labels. The reference code hand-tunes ``al
 * ``ens`` (the *validation rule*): ``alpha`` and ``T`` chosen on the in-distribution validation
   split at training time (stored in the checkpoint), used unchanged on every shifted set;
 * ``ens_residual`` (the *residual rule*): the validation ``alpha``, iterating up to the
-  validation grid's ``max_steps`` and keeping, per sample, the iterate with the smallest residual
-  (:func:`ens.solvers.ens_solve` with ``stop="residual"``).
+  validation grid's ``max_steps`` and keeping, per sample, the iterate with the smallest
+  low-pass filtered residual (:func:`ens.solvers.ens_solve` with ``stop="residual"``; the
+  filter's fraction is chosen on validation data, :func:`ens.evaluate.select_stop_lowpass`).
+  The plain residual norm is a poor signal: the grid-scale noise of a network's iterate
+  dominates it and grows while ENS lowers the error.
 
 :func:`alpha_t_sensitivity` shows how much either choice matters: the test error along the whole
 ``alpha x T`` grid, and the best point of that grid -- an *oracle* that looks at the test labels,
@@ -38,7 +41,7 @@ import scipy.sparse.linalg as spla
 import torch
 
 from .data import load_dataset
-from .evaluate import ENS_RESIDUAL, _write_csv, evaluate_profile, load_trained
+from .evaluate import ENS_RESIDUAL, _write_csv, evaluate_profile, load_trained, select_stop_lowpass
 from .experiments import (CROSS_EQUATION, EVALUATION, STUDIES, check_choice, dataset_spec, datasets,
                           in_distribution_setting)
 from .pdes import FAMILIES
@@ -174,23 +177,27 @@ def condition_numbers(profile: str, settings, n_samples: int = 4, data_root=None
 
 
 def advantage_vs_condition(summary: pd.DataFrame, kappas: pd.DataFrame) -> pd.DataFrame:
-    """ENS's advantage (best other learned-or-hybrid method's error / ENS's, validation rule)
-    next to the condition number of each setting's operator."""
-    ens = summary[summary.method == "ens"].astype({"setting": str})
-    cols = ["study", "family", "test_family", "setting", "rel_l2", "ens_advantage"]
+    """ENS's advantage (best other learned-or-hybrid method's error / ENS's) next to the
+    condition number of each setting's operator, one row per ENS rule (``method``: ``ens``,
+    the validation rule; ``ens_residual``, the residual rule) and setting."""
+    ens = summary[summary.method.isin(["ens", ENS_RESIDUAL])].astype({"setting": str})
+    cols = ["study", "family", "test_family", "setting", "method", "rel_l2", "ens_advantage"]
     return ens[[c for c in cols if c in ens.columns]].merge(
-        kappas.astype({"setting": str}), on=["family", "test_family", "setting"])
+        kappas.astype({"setting": str}).drop_duplicates(["family", "test_family", "setting"]),
+        on=["family", "test_family", "setting"])
 
 
 # ---- sensitivity to alpha and T ------------------------------------------------------------------
 def alpha_t_sensitivity(profile: str, family: str, setting: str, *, n_samples: int | None = None,
-                        checkpoint_root=None, data_root=None, device="cpu") -> tuple[pd.DataFrame, dict]:
+                        stop_lowpass: float | None = None, checkpoint_root=None, data_root=None,
+                        device="cpu") -> tuple[pd.DataFrame, dict]:
     """ENS's test error along its whole validation grid (every ``alpha`` of the stored selection
     table, ``T = 0 .. max_steps``) on the first ``n_samples`` test samples of a setting.
 
     Returns the tidy curves (``alpha, iteration, rel_l2, rel_residual, status``) and one row of
-    the three choices on these samples: the validation rule, the residual rule and the oracle
-    (the grid's best point, which reads the test labels)."""
+    the three choices on these samples: the validation rule, the residual rule (its filter
+    ``stop_lowpass`` chosen on validation data when not given) and the oracle (the grid's best
+    point, which reads the test labels)."""
     ens = load_trained(profile, family, "ens", checkpoint_root)
     test_family, test_setting = _split(family, setting)
     spec = dataset_spec(profile, test_family, "test", test_setting)
@@ -207,13 +214,16 @@ def alpha_t_sensitivity(profile: str, family: str, setting: str, *, n_samples: i
                                     "rel_l2": tr.rel_error.mean(1).numpy(),
                                     "rel_residual": tr.rel_residual.mean(1).numpy(), "status": tr.status}))
     curves = pd.concat(curves, ignore_index=True)
+    if stop_lowpass is None:
+        stop_lowpass, _ = select_stop_lowpass(ens, profile, data_root=data_root, device=device)
     stop = ens_solve(model, pde, c, alpha=info["alpha"], steps=info["max_steps"], u_true=u, stop="residual",
-                     on_divergence="stop")
+                     stop_lowpass=stop_lowpass, on_divergence="stop")
     at_val = curves[(curves.alpha == info["alpha"]) & (curves.iteration <= info["steps"])].iloc[-1]
     best = curves[curves.iteration > 0].sort_values("rel_l2").iloc[0]
     row = {**labels, "n_samples": len(c), "start_rel_l2": float(curves.rel_l2.iloc[0]),
            "validation_alpha": info["alpha"], "validation_T": int(at_val.iteration),
-           "validation_rel_l2": float(at_val.rel_l2), "residual_rule_steps": stop.iterations,
+           "validation_rel_l2": float(at_val.rel_l2), "residual_rule_lowpass": stop_lowpass,
+           "residual_rule_steps": stop.iterations,
            "residual_rule_rel_l2": float(stop.rel_error[-1].mean()), "oracle_alpha": float(best.alpha),
            "oracle_T": int(best.iteration), "oracle_rel_l2": float(best.rel_l2)}
     return curves, row
@@ -225,7 +235,7 @@ def sensitivity_study(profile: str, settings, out_dir, *, n_samples: int | None 
     under ``<out_dir>/sensitivity/``. Returns ``(curves, choices)``."""
     out = Path(out_dir) / "sensitivity"
     out.mkdir(parents=True, exist_ok=True)
-    curves, rows = [], []
+    curves, rows, lowpasses = [], [], {}
     for family, setting in settings:
         path = out / f"{family}_{setting.replace(':', '--')}.csv"
         rpath = path.with_suffix(".choice.csv")
@@ -233,8 +243,9 @@ def sensitivity_study(profile: str, settings, out_dir, *, n_samples: int | None 
             curves.append(pd.read_csv(path))
             rows.append(pd.read_csv(rpath))
             continue
-        cv, row = alpha_t_sensitivity(profile, family, setting, n_samples=n_samples,
+        cv, row = alpha_t_sensitivity(profile, family, setting, n_samples=n_samples, stop_lowpass=lowpasses.get(family),
                                       checkpoint_root=checkpoint_root, data_root=data_root, device=device)
+        lowpasses[family] = row["residual_rule_lowpass"]
         row = pd.DataFrame([row])
         _write_csv(cv, path)
         _write_csv(row, rpath)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -389,22 +390,30 @@ def plot_shift(frame: pd.DataFrame, path: str | Path | None = None) -> matplotli
 def plot_advantage_vs_condition(frame: pd.DataFrame, floor: float = 0.05,
                                 path: str | Path | None = None) -> matplotlib.figure.Figure:
     """ENS's advantage (best other method's error / ENS's; > 1: ENS wins) against the condition
-    number of the setting's operator (:func:`ens.generalization.advantage_vs_condition`); points
-    below ``floor`` are named in the corner instead of stretching the axis."""
+    number of the setting's operator (:func:`ens.generalization.advantage_vs_condition`), coloured
+    by ENS rule; points below ``floor`` are named in the corner instead of stretching the axis."""
     _require(frame, ["kappa", "ens_advantage", "family", "test_family", "setting"], "plot_advantage_vs_condition")
     data = frame[np.isfinite(frame.kappa)]
-    fig, ax = plt.subplots(figsize=(5.6, 3.8))
-    sns.scatterplot(data=data, x="kappa", y="ens_advantage", hue="study" if "study" in data else None,
-                    style="test_family", s=70, ax=ax)
+    if "method" in data:
+        data = data.assign(method=data.method.map(COMPARISON_LABELS).fillna(data.method))
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    sns.scatterplot(data=data, x="kappa", y="ens_advantage", hue="method" if "method" in data else None,
+                    style="test_family", s=70, ax=ax, palette=_PALETTE if "method" in data else None)
     ax.axhline(1.0, color="0.4", ls=":", lw=1)
     low = data[data.ens_advantage < floor]
     if len(low):  # e.g. Newton solving the nonlinear problem to 1e-8: off the scale, named instead
         ax.set_ylim(bottom=floor)
-        ax.text(0.02, 0.02, "below the axis: " + ", ".join(setting_label(low)), transform=ax.transAxes,
-                fontsize="x-small", color="0.3")
+        names = sorted(set(setting_label(low)))
+        ax.text(0.02, 0.02, "below the axis: " + ", ".join(names), transform=ax.transAxes, fontsize="x-small",
+                color="0.3")
     ax.set(xscale="log", yscale="log", xlabel=r"condition number $\kappa$ of the test operator",
            ylabel="ENS advantage (best other / ENS)")
-    ax.legend(fontsize="small", bbox_to_anchor=(1.02, 1), loc="upper left")
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:.0e}".replace("e+0", "e")))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    top = float(data.ens_advantage.max()) if len(data) else 1.0
+    ax.set_ylim(top=max(2.0, 2.0 * top))
+    ax.legend(fontsize="x-small", ncol=2, loc="upper right")
     fig.tight_layout()
     return save_figure(fig, path)
 

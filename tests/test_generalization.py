@@ -11,7 +11,7 @@ import torch
 
 from ens import theory
 from ens.data import generate, load_dataset
-from ens.evaluate import load_trained
+from ens.evaluate import STOP_LOWPASS, load_trained, select_stop_lowpass
 from ens.experiments import dataset_spec, datasets
 from ens.generalization import (SHIFT_AXES, STUDIES, _laplacian, alpha_t_sensitivity, condition_numbers,
                                 run_study, sensitivity_study, shift_frame, study_settings)
@@ -67,9 +67,15 @@ def test_cross_equation_runs_the_other_familys_model_on_the_test_equation(data_r
     tr = ens_solve(ens.model, spec.pde(), c, alpha=ens.inference["alpha"], steps=ens.inference["steps"], u_true=u)
     got = summ[(summ.family == "poisson") & (summ.method == "ens")].rel_l2.iloc[0]
     assert got == pytest.approx(float(tr.rel_error[-1].mean()), rel=1e-5)
-    # the residual rule never reports a larger residual than where it started, within max_steps
-    rr = traj[(traj.family == "poisson") & (traj.method == "ens_residual")].sort_values("iteration")
-    assert (np.diff(rr.rel_residual) <= 1e-12).all() and rr.iteration.max() <= ens.inference["max_steps"]
+    # the residual rule: its low-pass filter is chosen on the Poisson validation split, then it is
+    # ens_solve's stop rule on the Helmholtz samples
+    q, table = select_stop_lowpass(ens, "ci", BUDGET, data_root=data_root)
+    assert list(table.stop_lowpass) == list(STOP_LOWPASS) and q == table.sort_values("val_rel_l2").stop_lowpass.iloc[0]
+    stop = ens_solve(ens.model, spec.pde(), c, alpha=ens.inference["alpha"], steps=ens.inference["max_steps"],
+                     u_true=u, stop="residual", stop_lowpass=q)
+    got = summ[(summ.family == "poisson") & (summ.method == "ens_residual")].rel_l2.iloc[0]
+    assert got == pytest.approx(float(stop.rel_error[-1].mean()), rel=1e-5)
+    assert traj[(traj.family == "poisson") & (traj.method == "ens_residual")].iteration.max() <= ens.inference["max_steps"]
     # resumable: the second call reads the tables instead of running anything
     again = run_study("cross_equation", "ci", tmp_path, ["poisson", "helmholtz"], budget=BUDGET,
                       data_root=data_root, checkpoint_root=tmp_path / "no-checkpoints-here")[1]
@@ -124,7 +130,8 @@ def test_alpha_t_rules(data_root, tmp_path):
     spec = dataset_spec("ci", "helmholtz", "test", "k=1")
     c, u = load_dataset(spec, data_root).tensors(0, 3)
     stop = ens_solve(ens.model, spec.pde(), c, alpha=ens.inference["alpha"], steps=ens.inference["max_steps"],
-                     u_true=u, stop="residual")
+                     u_true=u, stop="residual", stop_lowpass=row["residual_rule_lowpass"])
+    assert row["residual_rule_lowpass"] == select_stop_lowpass(ens, "ci", data_root=data_root)[0]
     assert row["residual_rule_rel_l2"] == pytest.approx(float(stop.rel_error[-1].mean()), rel=1e-6)
     # resumable per setting
     cv, ch = sensitivity_study("ci", [("helmholtz", "k=1")], tmp_path, n_samples=3, data_root=data_root)

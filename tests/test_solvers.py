@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import ens
-from ens.models import NeuralSolver, Normalization, ResidualScaling, build_backbone
+from ens.models import NeuralSolver, Normalization, ResidualScaling, build_backbone, lowpass
 from ens.solvers import DivergenceError, STOP_RULES, Trajectory, ens_solve, surrogate_solve
 
 S, B = 32, 3
@@ -93,7 +93,7 @@ def test_trajectory_of_a_random_solver_matches_hand_computed_metrics(problem):
     assert bool((tr.wall_time[1:] >= tr.wall_time[:-1]).all()) and tr.wall_time[0] >= 0
     assert tr.residual_evals.tolist() == list(range(1, steps + 2))
     assert tr.jacobian_evals.tolist() == [0] * (steps + 1)
-    assert tr.info == {"alpha": 0.01, "steps": steps, "stop": None}
+    assert tr.info == {"alpha": 0.01, "steps": steps, "stop": None, "stop_lowpass": None}
     assert torch.equal(tr.u, tr.states[-1])
 
     # iteration 0 is the surrogate's prediction
@@ -295,6 +295,23 @@ def test_stop_rule_with_a_random_corrector_is_monotone(problem):
     n = tr.iterations + 1
     assert bool((tr.rel_residual[1:] <= tr.rel_residual[:-1]).all())
     assert torch.equal(tr.rel_residual, torch.cummin(free.rel_residual[:n], dim=0).values)
+
+
+@pytest.mark.parametrize("q", [0.5, 0.25])
+def test_lowpass_stop_rule_keeps_the_iterate_with_the_smallest_smooth_residual(problem, q):
+    pde, c, u_true = problem
+    model = solver(pde, c, u_true, seed=5)
+    tr = ens_solve(model, pde, c, alpha=0.05, steps=6, stop="residual", stop_lowpass=q, on_divergence="stop",
+                   u_true=u_true)
+    free = ens_solve(model, pde, c, alpha=0.05, steps=6, on_divergence="stop", keep_states=True, u_true=u_true)
+    smooth = torch.stack([lowpass(pde.residual(s, c), q, pde.periodic).flatten(1).norm(dim=1) for s in free.states])
+    n = tr.iterations + 1
+    idx = torch.cummin(smooth, dim=0).indices[:n]
+    assert torch.equal(tr.rel_error, free.rel_error.gather(0, idx))
+    assert tr.info["stop_lowpass"] == q
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="stop_lowpass"):
+            ens_solve(model, pde, c, alpha=0.05, steps=2, stop="residual", stop_lowpass=bad)
 
 
 # ---- argument checks ----------------------------------------------------------------------------

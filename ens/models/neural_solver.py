@@ -184,9 +184,14 @@ class NeuralSolver(nn.Module):
         p = max(0, round(S0 / (S0 - 1) * (S - 1)) - S)
         return p + (S + p - S0) % 2
 
+    def _net(self, net: nn.Module, pde: PDE, x: torch.Tensor) -> torch.Tensor:
+        """``net(x)``, with the wrap padding (:meth:`wrap_pad`) passed only when there is any, so
+        any ``nn.Module`` serves as a network at the training resolution."""
+        p = self.wrap_pad(pde, x.shape[-1])
+        return net(x, p) if p else net(x)
+
     def predict(self, pde: PDE, c: torch.Tensor) -> torch.Tensor:
-        x = self.normalization.inputs(c)
-        return pde.apply_bc(self.normalization.state_scale * self.predictor(x, self.wrap_pad(pde, c.shape[-1])))
+        return pde.apply_bc(self.normalization.state_scale * self._net(self.predictor, pde, self.normalization.inputs(c)))
 
     def corrector_input(self, pde: PDE, c: torch.Tensor, u: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         """``[c normalised, u / state_scale, s R]`` along channels, detached."""
@@ -198,4 +203,4 @@ class NeuralSolver(nn.Module):
         if self.corrector is None:
             raise RuntimeError("this model is a plain surrogate: it has no corrector")
         x = self.corrector_input(pde, c, u, r)
-        return pde.apply_bc(self.normalization.state_scale * self.corrector(x, self.wrap_pad(pde, c.shape[-1])))
+        return pde.apply_bc(self.normalization.state_scale * self._net(self.corrector, pde, x))

@@ -3,10 +3,14 @@
 ``u_0 = G0(c)``, ``u_{t+1} = u_t + alpha G1([c, u_t, s R(u_t; c)])`` for ``t < steps``.
 
 Stop rule (``stop="residual"``), which never looks at the reference solution: each sample keeps
-the iterate with the smallest residual seen so far as its estimate, and the loop ends early once
-no sample has lowered its best residual by more than ``rtol`` (relative) for ``patience``
-consecutive steps. The recorded trajectory then reports the kept estimates, so its residual
-never increases. With ``stop=None`` every iterate is reported and the loop runs ``steps`` steps.
+the iterate with the smallest monitored residual seen so far as its estimate, and the loop ends
+early once no sample has lowered it by more than ``rtol`` (relative) for ``patience``
+consecutive steps. The monitored residual is ``||R||``, or with ``stop_lowpass = q < 1`` the norm
+of its lowest ``q`` fraction of modes (:func:`ens.models.lowpass`): the residual of a network's
+iterate is dominated by grid-scale noise, which ENS's corrections raise while they lower the
+error, so the full norm stops decreasing long before the error does (notebook 04). The recorded
+trajectory reports the kept estimates (with ``stop_lowpass = 1`` its residual never increases).
+With ``stop=None`` every iterate is reported and the loop runs ``steps`` steps.
 
 Divergence: an iterate with NaN/Inf entries, or a residual ``max_growth`` times the starting one
 for some sample, ends the loop. With ``on_divergence="raise"`` (the default) a
@@ -21,7 +25,7 @@ import math
 
 import torch
 
-from ..models import NeuralSolver
+from ..models import NeuralSolver, lowpass
 from ..pdes import PDE
 from . import _common as cm
 from .trajectory import Recorder, Trajectory
@@ -43,8 +47,8 @@ def surrogate_solve(model: NeuralSolver, pde: PDE, c: torch.Tensor, u_true: torc
 
 
 def ens_solve(model: NeuralSolver, pde: PDE, c: torch.Tensor, *, alpha: float, steps: int,
-              u_true: torch.Tensor | None = None, stop: str | None = None, patience: int = 3,
-              rtol: float = 1e-3, max_growth: float = 1e3, on_divergence: str = "raise",
+              u_true: torch.Tensor | None = None, stop: str | None = None, stop_lowpass: float = 1.0,
+              patience: int = 3, rtol: float = 1e-3, max_growth: float = 1e3, on_divergence: str = "raise",
               keep_states: bool = False) -> Trajectory:
     """Run the ENS loop on a batch ``c`` and return its :class:`Trajectory` (method ``"ens"``)."""
     if not model.is_ens:
@@ -55,7 +59,13 @@ def ens_solve(model: NeuralSolver, pde: PDE, c: torch.Tensor, *, alpha: float, s
         raise ValueError(f"expected steps to be a non-negative int, got {steps!r}")
     if stop not in STOP_RULES:
         raise ValueError(f"unknown stop rule {stop!r}; expected one of {list(STOP_RULES)}")
+    if isinstance(stop_lowpass, bool) or not (isinstance(stop_lowpass, (int, float)) and 0 < stop_lowpass <= 1):
+        raise ValueError(f"expected stop_lowpass in (0, 1], got {stop_lowpass!r}")
     cm.check_policy(on_divergence, max_growth)
+
+    def monitored(r):
+        return (r if stop_lowpass == 1 else lowpass(r, stop_lowpass, pde.periodic)).flatten(1).norm(dim=1)
+
     pde.check_input(c)
     rec = Recorder(pde, c, u_true, keep_states)
     status, message = "ok", ""
@@ -65,7 +75,7 @@ def ens_solve(model: NeuralSolver, pde: PDE, c: torch.Tensor, *, alpha: float, s
         n_res = 1
         res0 = r.flatten(1).norm(dim=1)
         limit = cm.growth_limit(res0, rec.scale, max_growth)
-        best_u, best_r, best_norm = u, r, res0
+        best_u, best_r, best_norm = u, r, (monitored(r) if stop == "residual" else res0)
         stale = torch.zeros_like(res0, dtype=torch.long)
         rec.record(u, r, n_res)
         for t in range(1, steps + 1):
@@ -81,6 +91,7 @@ def ens_solve(model: NeuralSolver, pde: PDE, c: torch.Tensor, *, alpha: float, s
                 break
             u, r = u_new, r_new
             if stop == "residual":
+                norm = monitored(r) if stop_lowpass != 1 else norm
                 better = norm < best_norm * (1 - rtol)
                 stale = torch.where(better, torch.zeros_like(stale), stale + 1)
                 keep = (norm < best_norm)[:, None, None, None]
@@ -93,4 +104,5 @@ def ens_solve(model: NeuralSolver, pde: PDE, c: torch.Tensor, *, alpha: float, s
             else:
                 rec.record(u, r, n_res)
     final = best_u if stop == "residual" else u
-    return rec.trajectory("ens", final, status, message, alpha=alpha, steps=steps, stop=stop)
+    return rec.trajectory("ens", final, status, message, alpha=alpha, steps=steps, stop=stop,
+                          stop_lowpass=stop_lowpass if stop else None)
