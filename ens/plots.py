@@ -316,10 +316,14 @@ def setting_label(frame: pd.DataFrame) -> pd.Series:
 
 
 def _finish_panels(fig, axes, n_used: int, path, max_columns: int | None = None) -> matplotlib.figure.Figure:
-    """Hide the unused panels, put the first panel's legend above the figure, save."""
+    """Hide the unused panels, put one legend of every panel's entries above the figure, save."""
     for ax in axes.flat[n_used:]:
         ax.set_visible(False)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
+    entries = {}
+    for ax in axes.flat[:n_used]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    handles, labels = list(entries.values()), list(entries)
     ncol = min(len(labels), max_columns or len(labels))
     rows = -(-len(labels) // max(ncol, 1))
     fig.legend(handles, labels, loc="upper center", ncol=ncol, bbox_to_anchor=(0.5, 1.02), fontsize="small")
