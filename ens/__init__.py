@@ -9,8 +9,8 @@ the figures shared by the notebooks.
 
 __version__ = "0.1.0"
 
-from .pdes import FAMILIES, PDE, Darcy, Helmholtz, Kolmogorov, NavierStokes, Poisson, get_pde  # noqa: E402
 from .models import NeuralSolver, build_backbone, load_checkpoint  # noqa: E402
+from .pdes import FAMILIES, PDE, Darcy, Helmholtz, Kolmogorov, NavierStokes, Poisson, get_pde  # noqa: E402
 from .solvers import DivergenceError, Trajectory, ens_solve, surrogate_solve  # noqa: E402
 
 __all__ = ["FAMILIES", "PDE", "Darcy", "Helmholtz", "Kolmogorov", "NavierStokes", "Poisson", "get_pde",

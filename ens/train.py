@@ -43,14 +43,22 @@ from tqdm.auto import tqdm
 
 from .data import load_dataset
 from .experiments import TRAINING, check_choice, dataset_spec, in_distribution_setting
-from .models import (BACKBONES, NeuralSolver, Normalization, ResidualScaling, SCALINGS, build_backbone,
-                     load_checkpoint, save_checkpoint)
-from .models.checkpoint import build_solver, solver_state
+from .models import (
+    BACKBONES,
+    SCALINGS,
+    NeuralSolver,
+    Normalization,
+    ResidualScaling,
+    build_backbone,
+    load_checkpoint,
+    save_checkpoint,
+)
+from .models.checkpoint import solver_state
 from .pdes import FAMILIES, PDE
 from .solvers import ens_solve, surrogate_solve
 
 __all__ = ["TrainConfig", "KINDS", "UNROLLS", "RECIPE_VARIANTS", "checkpoint_dir", "checkpoint_path",
-           "unrolled_loss", "train", "select_inference", "evaluate_split", "recipe_study"]
+           "unrolled_loss", "train", "select_inference", "evaluate_split", "recipe_study", "recipe_study_path"]
 
 KINDS = ("ens", "surrogate")
 UNROLLS = ("full", "truncated")
@@ -387,3 +395,68 @@ def train(config: TrainConfig, *, out_dir=None, data_root=None, device="cpu", re
     log(f"{config.name}: wrote {final_path} ({final_path.stat().st_size / 2 ** 20:.1f} MiB)")
     return final_path
 
+
+
+# ---- the recipe study --------------------------------------------------------------------------
+#: the recipe study's variants (TrainConfig overrides), each trained with the same data, seed and
+#: budget. "h2" equals the constant scaling at the training resolution, so the two cannot differ on
+#: validation data; the low-pass variant is TrainConfig's default (notebook 02 shows the evidence,
+#: data/studies/recipe_default_helmholtz.csv).
+RECIPE_VARIANTS: dict[str, dict] = {
+    "h2, full unroll": {"lowpass": None},
+    "h2, truncated unroll": {"unroll": "truncated", "lowpass": None},
+    "per-sample, full unroll": {"scaling": "sample", "lowpass": None},
+    "h2 + low-pass 1/2, full unroll": {"lowpass": 0.5},
+}
+
+
+def recipe_study_path(profile: str, family: str, root: str | os.PathLike | None = None) -> Path:
+    """The recipe study's table ``<root>/recipe_<profile>_<family>.csv``; ``root`` defaults to the
+    shipped ``data/studies`` of the checkout (where ``ens study`` writes and notebook 02 reads)."""
+    root = Path(root) if root is not None else Path(__file__).resolve().parents[1] / "data" / "studies"
+    return root / f"recipe_{profile}_{family}.csv"
+
+
+def recipe_study(profile: str, family: str, out_dir: str | os.PathLike, *, variants: dict[str, dict] | None = None,
+                 data_root=None, device="cpu", log: Callable[[str], None] | None = None, **overrides):
+    """Train one ENS per recipe variant (same data, seed and budget) and tabulate validation errors.
+
+    Parameters
+    ----------
+    profile, family
+        The data and training profile (``ens.experiments.PROFILES``) and the PDE family.
+    out_dir
+        Every run's checkpoint is kept under ``out_dir/<variant slug>/<profile>/`` (finished runs
+        are reused, interrupted ones resumed, as with :func:`train`).
+    variants
+        Variant name -> :class:`TrainConfig` overrides; default :data:`RECIPE_VARIANTS`.
+    data_root, device, log
+        As for :func:`train`.
+    **overrides
+        :class:`TrainConfig` options shared by every variant (e.g. ``n_train``, ``epochs``); a
+        variant's own overrides take precedence.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (variant, alpha, step) of :func:`select_inference`'s table, with the columns
+        ``alpha, step, val_rel_l2, val_rel_residual, variant, chosen_alpha, chosen_steps,
+        best_val_rel_l2, stop_rule_val_rel_l2, train_time_s``. Only validation data are used.
+    """
+    import pandas as pd
+    variants = RECIPE_VARIANTS if variants is None else variants
+    if not variants:
+        raise ValueError("expected at least one recipe variant, got none; pass variants=None for RECIPE_VARIANTS")
+    slugs = {name: "".join(ch if ch.isalnum() else "_" for ch in name).strip("_") for name in variants}
+    if len(set(slugs.values())) < len(slugs):
+        raise ValueError(f"expected variant names whose folder names differ, got {slugs}; rename the variants")
+    frames = []
+    for name, variant in variants.items():
+        config = TrainConfig.for_profile(profile, family, "ens", **{**overrides, **variant})
+        path = train(config, out_dir=Path(out_dir) / slugs[name], data_root=data_root, device=device, log=log)
+        ck = load_checkpoint(path)
+        inf = ck.inference
+        frames.append(pd.DataFrame(inf["table"]).assign(
+            variant=name, chosen_alpha=inf["alpha"], chosen_steps=inf["steps"], best_val_rel_l2=inf["val_rel_l2"],
+            stop_rule_val_rel_l2=inf["stop_rule_val_rel_l2"], train_time_s=ck.raw["training"]["wall_time_s"]))
+    return pd.concat(frames, ignore_index=True)

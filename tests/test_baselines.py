@@ -14,8 +14,16 @@ import ens
 from ens.models import NeuralSolver, Normalization, build_backbone
 from ens.pdes import PDE
 from ens.pdes.stencil import dirichlet_eigenvalues, dst1_matrix
-from ens.solvers import (BASELINES, DivergenceError, Trajectory, estimate_jacobian_norm, gauss_newton,
-                         gradient_descent, newton, test_time_optimisation)
+from ens.solvers import (
+    BASELINES,
+    DivergenceError,
+    Trajectory,
+    estimate_jacobian_norm,
+    gauss_newton,
+    gradient_descent,
+    newton,
+    test_time_optimisation,
+)
 
 B = 3
 

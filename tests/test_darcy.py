@@ -3,7 +3,6 @@ conservation, determinism, input validation and device agreement."""
 
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F

@@ -11,8 +11,19 @@ import torch
 from torch import nn
 
 import ens
-from ens.models import (BACKBONES, CheckpointError, FNOCNN, NeuralSolver, Normalization, ResidualScaling,
-                        build_backbone, grid_spacing, load_checkpoint, lowpass, save_checkpoint)
+from ens.models import (
+    BACKBONES,
+    FNOCNN,
+    CheckpointError,
+    NeuralSolver,
+    Normalization,
+    ResidualScaling,
+    build_backbone,
+    grid_spacing,
+    load_checkpoint,
+    lowpass,
+    save_checkpoint,
+)
 from ens.models.checkpoint import FORMAT, FORMAT_VERSION, solver_state
 from ens.models.fno_cnn import wrap_padded
 from ens.pdes import get_pde

@@ -13,7 +13,7 @@ from torch import nn
 
 import ens
 from ens.models import NeuralSolver, Normalization, ResidualScaling, build_backbone, lowpass
-from ens.solvers import DivergenceError, STOP_RULES, Trajectory, ens_solve, surrogate_solve
+from ens.solvers import STOP_RULES, DivergenceError, Trajectory, ens_solve, surrogate_solve
 
 S, B = 32, 3
 

@@ -282,8 +282,9 @@ def test_bad_k_and_method_raise():
 
 
 def test_theory_tables_feed_the_plots(tmp_path, experiment):
-    from ens import plots
     import matplotlib.pyplot as plt
+
+    from ens import plots
     figs = [
         plots.plot_conditioning(theory.condition_table([16, 32], [0.0, 2.0, 4.0]),
                                 resonance=theory.first_resonance(), path=tmp_path / "a.png"),

@@ -7,16 +7,17 @@ batches (about a second each).
 """
 
 import math
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
 from ens.data import generate
 from ens.experiments import TRAINING, datasets
-from ens.models import CheckpointError, load_checkpoint
+from ens.models import load_checkpoint
 from ens.pdes import get_pde
-from ens.train import KINDS, UNROLLS, TrainConfig, _build, train, unrolled_loss
-
+from ens.train import KINDS, RECIPE_VARIANTS, UNROLLS, TrainConfig, _build, recipe_study, train, unrolled_loss
 
 FAMILY = "helmholtz"
 N_BATCHES = 4  # 32 ci training samples / batch size 8
@@ -330,9 +331,32 @@ def test_training_whose_validation_always_diverges_fails_clearly(tmp_path, data_
         assert load_checkpoint(path).history[0]["val_rel_l2"] == math.inf
 
 
+# ---- the recipe study ------------------------------------------------------------------------------
+def test_recipe_study_tabulates_every_variant_with_the_shipped_columns(tmp_path, data_root):
+    names = ["h2, full unroll", "h2 + low-pass 1/2, full unroll"]
+    variants = {name: RECIPE_VARIANTS[name] for name in names}
+    df = recipe_study("ci", FAMILY, tmp_path, variants=variants, data_root=data_root, epochs=1, max_steps=5)
+    # notebook 02 reads the shipped table, so the study writes exactly its columns
+    shipped = pd.read_csv(Path(__file__).resolve().parents[1] / "data" / "studies" / "recipe_default_helmholtz.csv")
+    assert list(df.columns) == list(shipped.columns)
+    # per variant: 3 alphas x the report steps {0, 1, 5} up to max_steps = 5
+    assert list(df.variant.unique()) == names and len(df) == len(names) * 3 * 3
+    assert sorted(set(df.step)) == [0, 1, 5] and len(set(df.alpha)) == 3
+    for name in names:
+        rows = df[df.variant == name]
+        for col in ("chosen_alpha", "chosen_steps", "best_val_rel_l2", "stop_rule_val_rel_l2", "train_time_s"):
+            assert rows[col].nunique() == 1, col
+        assert rows.train_time_s.iloc[0] > 0 and rows.chosen_alpha.iloc[0] in set(rows.alpha)
+        assert rows[rows.step >= 1].val_rel_l2.min() >= rows.best_val_rel_l2.iloc[0] - 1e-12
+    # one kept checkpoint per variant, trained with that variant's overrides
+    lowpass = {load_checkpoint(p).config["lowpass"] for p in tmp_path.glob(f"*/ci/{FAMILY}_ens.pt")}
+    assert lowpass == {None, 0.5}
+    with pytest.raises(ValueError, match="at least one recipe variant"):
+        recipe_study("ci", FAMILY, tmp_path, variants={})
+
+
 # ---- evaluation tables of trained checkpoints (ens.evaluate) --------------------------------------
 def test_iterate_errors_and_summary_follow_the_stored_choice(tmp_path, data_root, reference):
-    import pandas as pd
     from ens.evaluate import ens_vs_surrogate, history_frame, iterate_errors, iterate_loss_frame
     cfg, out, path = reference
     ens_ck = load_checkpoint(path)

@@ -169,7 +169,8 @@ class Helmholtz(_ForcedDirichlet):
     r"""Helmholtz problem ``Delta u + k^2 u + lam u^3 = f`` on ``[0, 1]^2``, ``u = 0`` on the boundary.
 
     Linear for ``lam = 0`` (the paper's Helmholtz, trained at ``k = 1``, tested at k = 1 .. 4);
-    the paper's nonlinear Helmholtz is ``k = 2, lam = 1``. Grid, channels and forcing law as for
+    the paper's nonlinear Helmholtz is ``k = 2, lam = 1``, this package's ``nonlinear_helmholtz``
+    family ``k = 2, lam = -1`` (see ``ens.pdes.FAMILIES``). Grid, channels and forcing law as for
     :class:`Poisson`.
 
     Parameters
@@ -180,8 +181,13 @@ class Helmholtz(_ForcedDirichlet):
         its condition number grows without bound as ``k`` approaches it (``k <= 4`` is the
         paper's range). ``solve`` refuses an exactly singular operator.
     lam
-        Cubic coefficient. Newton's method converges for the paper's ``lam = 1`` with the default
-        forcing; much larger ``|lam| u^2`` makes the problem lose uniqueness.
+        Cubic coefficient. With ``lam < 0`` (and ``k^2 < 2 pi^2``) the Jacobian
+        ``Delta_h + k^2 + 3 lam diag(u^2)`` is negative definite, the solution is unique and Newton
+        from the linear solution converges: ``lam = -1`` is the good value. With
+        ``lam > 0`` the term ``3 lam u^2`` can make the Jacobian singular: for the paper's
+        ``lam = 1`` and the default forcing the solution branch continued from the linear problem
+        folds for about one draw in five or six at ``S = 64``, Newton from the linear solution does
+        not converge for those draws and ``solve`` raises ``RuntimeError``.
     forcing_scale, grf_alpha, grf_tau
         Forcing law ``f = forcing_scale * GRF(alpha, tau)`` (paper: 100, 2, 3).
 
