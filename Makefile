@@ -7,61 +7,74 @@ VENV        ?= .venv
 TORCH_SPEC  ?= torch==2.13.0
 PROFILE     ?= default
 RESULTS     ?= results
-# RERUN=False: notebooks with a `rerun` parameter reuse the per-setting tables already under
-# $(RESULTS)/ (resume an interrupted `make reproduce`)
-RERUN       ?= True
 
 VPY   := $(VENV)/bin/python
 STAMP := $(VENV)/.ens-installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.py))
-export MPLBACKEND := agg
+# papermill parameters only where they differ from the notebooks' defaults (profile "default",
+# results_dir "../results"), so that `make reproduce` at the defaults executes the notebooks exactly
+# as committed and `make publish` can commit them as they are
+NB_PARAMS := $(if $(filter-out default,$(PROFILE)),-p profile $(PROFILE)) \
+             $(if $(filter-out results,$(RESULTS)),-p results_dir "$(abspath $(RESULTS))")
+# No MPLBACKEND here (nor anywhere a kernel inherits it): a notebook kernel needs its inline backend
+# to put figures into the notebook. ens.notebook.setup switches to it even if MPLBACKEND is set.
 export PYTHONHASHSEED := 0
 
-.PHONY: setup test reproduce data notebooks sync lab clean help
+.PHONY: setup test reproduce publish references data sync lab clean help
 
 help:
 	@echo "make setup      create $(VENV) (CPU torch, the package, the notebook/test stack, kernel python3)"
-	@echo "make test       run the test suite, papermill on every notebook and nbval on the committed ones"
+	@echo "make test       ruff, the test suite, papermill on every notebook (ci) and nbval on the references tests/nbval/"
 	@echo "make reproduce  execute every notebook with PROFILE=$(PROFILE) into $(RESULTS)/ (figures in $(RESULTS)/figures);"
-	@echo "                RERUN=False resumes from the evaluation tables already there"
+	@echo "                an interrupted run resumes: finished method runs are cached in $(RESULTS)/cache"
+	@echo "make publish    after \`make reproduce\` at the defaults: commit-ready notebooks/*.ipynb, reports/default/"
+	@echo "                and the README's result tables, from the executed notebooks and their tables"
+	@echo "make references re-execute the nbval references tests/nbval/*.ipynb (profile ci)"
 	@echo "make data       generate and verify every dataset of PROFILE=$(PROFILE) under data/$(PROFILE)/"
-	@echo "make notebooks  re-execute the committed notebooks in place (their default parameters: profile ci)"
 	@echo "make sync       sync the jupytext pairs (notebooks/*.py <-> *.ipynb)"
 	@echo "make lab        start JupyterLab"
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# requirements.lock pins the whole environment the published numbers were computed with
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(VPY) -m pip install --quiet -e ".[dev]"
+	$(VPY) -m pip install --quiet -r requirements.lock -e ".[dev]"
 	$(VPY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (ens)" > /dev/null
 	touch $@
 
 test: setup
-	$(VPY) -m pytest tests notebooks --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg -q
+	$(VENV)/bin/ruff check ens tests notebooks/*.py
+	$(VPY) -m pytest tests --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval/sanitize.cfg -q
 
 reproduce: setup
 	mkdir -p $(RESULTS)/figures
-	@for nb in $(NOTEBOOKS:.py=.ipynb); do \
+	@rm -f $(RESULTS)/times.txt; all=$$(date +%s); \
+	for nb in $(NOTEBOOKS:.py=.ipynb); do \
 	  echo "== $$nb (profile $(PROFILE))"; start=$$(date +%s); \
-	  rerun=$$(grep -q '^rerun = ' "$${nb%.ipynb}.py" && echo "-p rerun $(RERUN)"); \
-	  $(VPY) -m papermill "$$nb" "$(RESULTS)/$$(basename $$nb)" --cwd notebooks \
-	    -p profile $(PROFILE) -p results_dir "$(CURDIR)/$(RESULTS)" $$rerun --progress-bar || exit 1; \
-	  echo "== $$nb: $$(( $$(date +%s) - start )) s"; \
-	done
+	  $(VPY) -m papermill "$$nb" "$(RESULTS)/$$(basename $$nb)" --cwd notebooks $(NB_PARAMS) --progress-bar || exit 1; \
+	  echo "$$(basename $$nb .ipynb) $$(( $$(date +%s) - start )) s" >> $(RESULTS)/times.txt; \
+	done; \
+	echo "== wall time per notebook (profile $(PROFILE)):"; cat $(RESULTS)/times.txt; \
+	echo "total $$(( $$(date +%s) - all )) s" | tee -a $(RESULTS)/times.txt
 	@echo "figures and executed notebooks are in $(RESULTS)/"
+
+publish: setup
+	$(VPY) -m ens publish --results $(RESULTS)
+
+references: setup
+	@mkdir -p tests/nbval
+	@for nb in $(NOTEBOOKS:.py=.ipynb); do \
+	  echo "== tests/nbval/$$(basename $$nb) (profile ci)"; \
+	  $(VPY) -m jupytext --sync "$${nb%.ipynb}.py" > /dev/null && \
+	  $(VPY) -m papermill "$$nb" "tests/nbval/$$(basename $$nb)" --cwd tests/nbval \
+	    -p profile ci -p results_dir ../../results/nbval || exit 1; \
+	done
 
 data: setup
 	$(VPY) -m ens data generate --profile $(PROFILE)
 	$(VPY) -m ens data verify --profile $(PROFILE)
-
-notebooks: setup
-	@for nb in $(NOTEBOOKS:.py=.ipynb); do \
-	  echo "== $$nb"; \
-	  $(VPY) -m jupytext --sync "$${nb%.ipynb}.py" > /dev/null && \
-	  $(VPY) -m papermill "$$nb" "$$nb" --cwd notebooks || exit 1; \
-	done
 
 sync: setup
 	$(VPY) -m jupytext --sync $(NOTEBOOKS)

@@ -1,4 +1,5 @@
-"""Command line: ``ens data generate|verify|info`` and ``ens train`` (also ``python -m ens``).
+"""Command line: ``ens data generate|verify|info``, ``ens train|study|evaluate|generalize`` (also
+``python -m ens``).
 
 Examples::
 
@@ -10,6 +11,7 @@ Examples::
     ens train --profile ci --family helmholtz            # ENS and the same-budget surrogate
     ens train --profile default --all                    # every family (resumes interrupted runs)
     ens train --profile ci --family poisson --kind ens --unroll truncated --out /tmp/ck
+    ens study --profile default --family helmholtz       # the recipe study (one ENS per variant)
     ens evaluate --profile ci --family helmholtz         # every method on the test settings
     ens generalize --profile default --study superres    # generalisation studies (+ alpha/T sensitivity)
 
@@ -57,12 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen = add("generate", "generate missing, unrecorded or stale datasets; keep valid ones")
     gen.add_argument("--repair", action="store_true", help="also regenerate files whose checksum is wrong")
     gen.add_argument("--device", default="cpu", help="torch device for sampling and solving (default: cpu)")
+    gen.add_argument("--workers", type=_positive_int, default=1,
+                     help="files generated at once, one process of one torch thread each (default: 1; same bytes)")
     add("verify", "recompute the checksum and the residual R(u*) of every file")
     add("info", "list the datasets of a profile and whether they exist (no checksums)",
         profile_required=False, filters=False)
 
-    from .train import KINDS, UNROLLS
     from .models import SCALINGS
+    from .train import KINDS, UNROLLS
     tr = commands.add_parser("train", help="train ENS and/or the surrogate of a family",
                              description="Train on the profile's train split, select alpha/T on its validation split")
     tr.add_argument("--profile", choices=PROFILES, required=True, help="run profile (data sizes and budget)")
@@ -108,7 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--epochs", type=_positive_int, default=3, help="epochs per run (default: 3)")
     st.add_argument("--out", default=None, help="output folder (default: data/studies of the checkout)")
     st.add_argument("--work", default=None, help="folder for the runs' checkpoints (default: OUT/runs)")
+    st.add_argument("--root", help="data root (default: $ENS_DATA_DIR or data/)")
     st.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    pu = commands.add_parser("publish", help="publish a default-profile `make reproduce` run",
+                             description="Copy the executed notebooks of RESULTS over notebooks/*.ipynb, their tables "
+                                         "to reports/default/ and rewrite the README's result tables (ens.report)")
+    pu.add_argument("--results", default=str(_REPO / "results"), help="the run's folder (default: results/)")
     return parser
 
 
@@ -123,8 +132,8 @@ def _positive_int(text: str) -> int:
 
 
 def _train(args) -> int:
-    from .train import KINDS, TrainConfig, train
     from .models import load_checkpoint
+    from .train import KINDS, TrainConfig, train
     overrides = {k: getattr(args, k) for k in ("epochs", "unroll", "scaling", "seed") if getattr(args, k) is not None}
     families = list(FAMILIES) if args.all else [args.family]
     kinds = list(KINDS) if args.kind == "both" else [args.kind]
@@ -146,7 +155,7 @@ def _generate(args) -> int:
     from .data import generate
     t0 = time.perf_counter()
     actions = generate(datasets(args.profile, args.family, args.split), root=args.root, repair=args.repair,
-                       device=args.device, log=print)
+                       device=args.device, workers=args.workers, log=print)
     refused = [spec.path for spec, action in actions.items() if action == "refused"]
     print(f"done in {time.perf_counter() - t0:.1f} s: " + ", ".join(
         f"{sum(a == act for a in actions.values())} {act}" for act in sorted(set(actions.values()))))
@@ -191,13 +200,36 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", help="data root (default: $ENS_DATA_DIR or data/)")
     p.add_argument("--checkpoints", help="checkpoint root (default: $ENS_CHECKPOINT_DIR or data/checkpoints)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help="processes for the method runs, one torch thread each (default: $ENS_WORKERS or the CPU count)")
+    p.add_argument("--cache", help="cache of finished method runs, shared with the notebooks "
+                                   "(default: results/cache; entries are keyed by code, checkpoints, data and budget)")
+
+
+def _cache(args) -> Path:
+    return Path(args.cache) if args.cache else _REPO / "results" / "cache"
+
+
+def _workers(args) -> int:
+    from .workers import default_workers
+    return args.workers or default_workers()
+
+
+def _publish(args) -> int:
+    from .report import publish
+    try:
+        publish(args.results)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _evaluate(args) -> int:
     from .evaluate import evaluate_profile
     out = Path(args.out) if args.out else _REPO / "results" / args.profile
     _, summary = evaluate_profile(args.profile, out, args.family, checkpoint_root=args.checkpoints,
-                                  data_root=args.root, device=args.device, log=print)
+                                  data_root=args.root, device=args.device, cache_dir=_cache(args), workers=_workers(args), log=print)
     cols = ["family", "setting", "method", "rel_l2", "rel_residual", "ms_per_sample", "ens_advantage", "status"]
     print(summary[cols].to_string(index=False, float_format=lambda x: f"{x:.3g}"))
     print(f"wrote {out / 'summary.csv'} and {out / 'trajectories'}/")
@@ -207,18 +239,20 @@ def _evaluate(args) -> int:
 def _generalize(args) -> int:
     import pandas as pd
 
-    from .generalization import run_study, sensitivity_study, study_settings
+    from .generalization import run_study, sensitivity_settings, sensitivity_study, study_settings
     out = Path(args.out) if args.out else _REPO / "results" / f"04_{args.profile}"
     kw = {"checkpoint_root": args.checkpoints, "data_root": args.root, "device": args.device}
-    summaries = [run_study(s, args.profile, out, args.family, log=print, **kw)[1] for s in (args.study or STUDIES)
-                 if study_settings(s, args.family, args.profile)]
+    summaries = [run_study(s, args.profile, out, args.family, cache_dir=_cache(args), workers=_workers(args),
+                           log=print, **kw)[1]
+                 for s in (args.study or STUDIES) if study_settings(s, args.family, args.profile)]
     summary = pd.concat(summaries, ignore_index=True)
     cols = ["study", "family", "test_family", "setting", "method", "rel_l2", "ms_per_sample", "ens_advantage"]
     print(summary[cols].to_string(index=False, float_format=lambda x: f"{x:.3g}"))
     sens = [fs for s in ("zero_shot", "cross_equation") if s in (args.study or STUDIES)
             for fs in study_settings(s, args.family, args.profile)]
     if sens and not args.no_sensitivity:
-        _, choices = sensitivity_study(args.profile, sens, out, **kw)
+        _, choices = sensitivity_study(args.profile, sensitivity_settings(sens), out, cache_dir=_cache(args),
+                                       workers=_workers(args), **kw)
         cols = ["family", "test_family", "setting", "validation_rel_l2", "residual_rule_rel_l2", "oracle_rel_l2"]
         print(choices[cols].to_string(index=False, float_format=lambda x: f"{x:.3g}"))
     print(f"wrote {out}/")
@@ -226,12 +260,12 @@ def _generalize(args) -> int:
 
 
 def _study(args) -> int:
-    from .train import recipe_study
-    out = Path(args.out) if args.out else _REPO / "data" / "studies"
-    df = recipe_study(args.profile, args.family, Path(args.work) if args.work else out / "runs", device=args.device,
-                      log=print, n_train=args.n_train, epochs=args.epochs)
+    from .train import recipe_study, recipe_study_path
+    path = recipe_study_path(args.profile, args.family, args.out)
+    out = path.parent
+    df = recipe_study(args.profile, args.family, Path(args.work) if args.work else out / "runs", data_root=args.root,
+                      device=args.device, log=print, n_train=args.n_train, epochs=args.epochs)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"recipe_{args.profile}_{args.family}.csv"
     tmp = path.with_name(path.name + ".tmp")
     df.to_csv(tmp, index=False)
     tmp.replace(path)
@@ -246,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         return _train(args)
     if args.command == "study":
         return _study(args)
+    if args.command == "publish":
+        return _publish(args)
     if args.command == "evaluate":
         return _evaluate(args)
     if args.command == "generalize":

@@ -219,47 +219,67 @@ def file_status(spec: DatasetSpec, root=None, manifest: dict | None = None, chec
     return "ok"
 
 
+def _generate_job(job: tuple) -> float:
+    """Generate one spec's file and record it in the manifest; returns the seconds it took."""
+    spec, root, device, progress = job
+    t0 = time.perf_counter()
+    profile_dir = data_root(root) / spec.profile
+    path = profile_dir / spec.path
+    generate_file(spec, path, device=device, progress=progress)
+    _record(profile_dir, spec, {"sha256": sha256sum(path), "bytes": path.stat().st_size,
+                                "spec": spec.to_dict(), "params": spec.pde().params,
+                                "generator_version": GENERATOR_VERSION,
+                                "device": torch.device(device).type, "torch_version": str(torch.__version__)})
+    return time.perf_counter() - t0
+
+
 def generate(specs: Iterable[DatasetSpec], *, root=None, repair: bool = False, device="cpu",
-             progress: bool | None = None, log: Callable[[str], None] | None = None) -> dict[DatasetSpec, str]:
+             progress: bool | None = None, workers: int = 1,
+             log: Callable[[str], None] | None = None) -> dict[DatasetSpec, str]:
     """Generate every missing, unrecorded or stale dataset of ``specs`` (e.g. ``datasets("ci")``).
 
     Files whose checksum matches the manifest are kept. Corrupt files are regenerated only with
     ``repair=True``; otherwise they are left untouched and reported as ``"refused"``.
     Returns ``{spec: action}`` with action ``"kept"``, ``"generated"``,
     ``"regenerated"`` (stale or unrecorded), ``"repaired"`` or ``"refused"``; ``log`` receives
-    a line per file and a summary per family.
+    a line per file and a summary per family. ``workers > 1`` generates the files in that many
+    processes of one torch thread each (:func:`ens.workers.map_jobs`; the bytes do not depend on
+    the thread count, and the manifest is updated under a lock).
     """
+    from .workers import map_jobs
     log = log or (lambda msg: None)
     specs = list(specs)
-    actions, totals = {}, {}
+    actions, totals, todo = {}, {}, []
     for k, spec in enumerate(specs, 1):
         status = file_status(spec, root)
         tag = f"[{k}/{len(specs)}] {spec.path}"
         if status == "ok":
             actions[spec] = "kept"
             log(f"{tag}: ok (checksum matches the manifest), kept")
-            continue
-        if status == "corrupt" and not repair:
+        elif status == "corrupt" and not repair:
             actions[spec] = "refused"
             log(f"{tag}: CORRUPT (checksum differs from the manifest); not used or overwritten: "
                 f"rerun with --repair to regenerate it")
-            continue
-        t0 = time.perf_counter()
-        profile_dir = data_root(root) / spec.profile
-        path = profile_dir / spec.path
-        generate_file(spec, path, device=device, progress=progress)
-        _record(profile_dir, spec, {"sha256": sha256sum(path), "bytes": path.stat().st_size,
-                                    "spec": spec.to_dict(), "params": spec.pde().params,
-                                    "generator_version": GENERATOR_VERSION,
-                                    "device": torch.device(device).type, "torch_version": str(torch.__version__)})
-        dt = time.perf_counter() - t0
+        else:
+            todo.append((tag, spec, status))
+    def done(item, dt):
+        tag, spec, status = item
+        path = data_root(root) / spec.profile / spec.path
         actions[spec] = {"missing": "generated", "corrupt": "repaired"}.get(status, "regenerated")
-        n, seconds = totals.get(spec.family, (0, 0.0))
-        totals[spec.family] = (n + spec.n_samples, seconds + dt)
+        n, total = totals.get(spec.family, (0, 0.0))
+        totals[spec.family] = (n + spec.n_samples, total + dt)
         log(f"{tag}: {actions[spec]} ({status} before), {spec.n_samples} samples at "
             f"S={spec.resolution}, {path.stat().st_size / 2 ** 20:.1f} MiB, {dt:.1f} s")
-    for fam, (n, seconds) in totals.items():
-        log(f"{fam}: generated {n} samples in {seconds:.1f} s")
+
+    if workers == 1:  # one file after the other, each reported when it is written
+        for item in todo:
+            done(item, _generate_job((item[1], root, device, progress)))
+    else:
+        jobs = [(spec, root, device, False) for _, spec, _ in todo]
+        for item, dt in zip(todo, map_jobs(_generate_job, jobs, workers=workers, threads=1)):
+            done(item, dt)
+    for fam, (n, total) in totals.items():
+        log(f"{fam}: generated {n} samples in {total:.1f} s")
     return actions
 
 

@@ -3,7 +3,7 @@ residual-versus-accuracy comparison of every method on the test settings of a pr
 
 Tables are tidy (long format): one row per (family, setting, method, iteration) or per
 (model, epoch), ready for seaborn. Only validation data are used to *choose* anything (ENS's
-alpha and T at training time, the test-time optimisation's learning rate and the residual stop
+alpha and T at training time, the test-time optimisation's learning rate and steps and the residual stop
 rule's filter here); test sets are
 evaluated with the choices already made.
 
@@ -18,6 +18,8 @@ the data were made) is a row of every table: what a user would run instead.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import time
@@ -26,17 +28,25 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .data import load_dataset
+from .data import file_status, generate, load_dataset
 from .experiments import EVALUATION, ILL_CONDITIONED, check_choice, dataset_spec, in_distribution_setting
 from .models import Checkpoint, load_checkpoint
-from .solvers import (Trajectory, ens_solve, gauss_newton, gradient_descent, newton, surrogate_solve,
-                      test_time_optimisation)
+from .solvers import (
+    Trajectory,
+    ens_solve,
+    gauss_newton,
+    gradient_descent,
+    newton,
+    surrogate_solve,
+    test_time_optimisation,
+)
 from .train import checkpoint_path, evaluate_split
 
 __all__ = ["load_trained", "history_frame", "iterate_loss_frame", "iterate_errors", "ens_vs_surrogate",
-           "METHODS", "methods_for", "select_tto_lr", "run_setting", "summary_table", "equal_time_table",
+           "METHODS", "methods_for", "select_tto", "run_setting", "summary_table", "equal_time_table",
            "comparison_settings", "evaluate_profile", "shipped_families", "require_shipped", "ENS_RESIDUAL",
-           "STOP_LOWPASS", "select_stop_lowpass"]
+           "STOP_LOWPASS", "select_stop_lowpass", "run_key", "cached_choice",
+           "tto_selection"]
 
 #: every method of the comparison, in table order
 METHODS = ("reference", "surrogate", "ens", "gd", "gauss_newton", "newton", "tto")
@@ -148,22 +158,35 @@ def _budget(profile: str, budget: dict | None) -> dict:
     return out
 
 
-def select_tto_lr(sur: Checkpoint, profile: str, budget: dict | None = None, data_root=None,
-                  device="cpu") -> tuple[float, pd.DataFrame]:
-    """The test-time optimisation's learning rate with the lowest final error on ``n_select``
-    validation samples, and the table of candidates (never the test split)."""
+def select_tto(sur: Checkpoint, profile: str, budget: dict | None = None, data_root=None,
+               device="cpu") -> tuple[dict, pd.DataFrame]:
+    """The test-time optimisation's learning rate *and* number of Adam steps, chosen together on
+    ``n_select`` validation samples (never the test split), as ENS's ``alpha`` and ``T`` are.
+
+    Every candidate of ``tto_lrs`` runs ``tto_steps`` steps; the choice is the ``(lr, steps)``
+    with the lowest mean validation error over steps ``1 .. tto_steps`` (early stopping: on these
+    problems the error of the fine-tuned predictor rises after a few steps while its residual keeps
+    falling, and a fixed long run would report that rise, not the method at its best). Returns
+    ``({"lr": lr, "steps": steps}, table)`` with the tidy per-step table (``lr, iteration,
+    val_rel_l2, val_rel_residual, status``)."""
     b = _budget(profile, budget)
     spec = dataset_spec(profile, sur.family, "val", in_distribution_setting(sur.family))
     c, u = load_dataset(spec, data_root, True).tensors(0, b["n_select"])
     c, u, pde = c.to(device), u.to(device), spec.pde()
-    rows = []
+    frames = []
     for lr in b["tto_lrs"]:
         tr = test_time_optimisation(sur.model.to(device), pde, c, steps=b["tto_steps"], lr=lr, u_true=u,
                                     on_divergence="stop")
-        rows.append({"lr": lr, "val_rel_l2": float(tr.rel_error[-1].mean()), "status": tr.status})
-    table = pd.DataFrame(rows)
-    finite = table[table.val_rel_l2.apply(math.isfinite)]
-    return float(finite.sort_values("val_rel_l2").lr.iloc[0]), table
+        frames.append(pd.DataFrame({"lr": lr, "iteration": range(tr.iterations + 1),
+                                    "val_rel_l2": tr.rel_error.mean(1).numpy(),
+                                    "val_rel_residual": tr.rel_residual.mean(1).numpy(), "status": tr.status}))
+    table = pd.concat(frames, ignore_index=True)
+    finite = table[(table.iteration > 0) & table.val_rel_l2.apply(math.isfinite)]
+    if finite.empty:
+        raise ValueError(f"{sur.family}: every test-time optimisation candidate diverged at its first step "
+                         f"(lrs {list(b['tto_lrs'])}); add a smaller lr to the budget's tto_lrs")
+    best = finite.sort_values(["val_rel_l2", "iteration"]).iloc[0]
+    return {"lr": float(best.lr), "steps": int(best.iteration)}, table
 
 
 def select_stop_lowpass(ens: Checkpoint, profile: str, budget: dict | None = None, data_root=None,
@@ -198,7 +221,7 @@ def _reference(pde, c: torch.Tensor, u: torch.Tensor) -> Trajectory:
     return tr
 
 
-def _run(method: str, *, pde, c, u, ens: Checkpoint, sur: Checkpoint, b: dict, tto_lr: float,
+def _run(method: str, *, pde, c, u, ens: Checkpoint, sur: Checkpoint, b: dict, tto: dict | None,
          stop_lowpass: float = 1.0) -> Trajectory:
     common = {"u_true": u, "on_divergence": "stop"}
     if method == "reference":
@@ -213,7 +236,8 @@ def _run(method: str, *, pde, c, u, ens: Checkpoint, sur: Checkpoint, b: dict, t
         tr.method = ENS_RESIDUAL
         return tr
     if method == "tto":
-        return test_time_optimisation(sur.model, pde, c, steps=b["tto_steps"], lr=tto_lr, **common)
+        return test_time_optimisation(sur.model, pde, c, steps=min(tto["steps"], b["tto_steps"]), lr=tto["lr"],
+                                      **common)
     # the hybrids start from the surrogate's prediction; its cost is part of their wall time
     t0 = time.perf_counter()
     with torch.no_grad():
@@ -234,16 +258,17 @@ def _run(method: str, *, pde, c, u, ens: Checkpoint, sur: Checkpoint, b: dict, t
 
 
 def run_setting(profile: str, family: str, setting: str, methods=None, *, budget: dict | None = None,
-                checkpoint_root=None, data_root=None, device="cpu", tto_lr: float | None = None,
+                checkpoint_root=None, data_root=None, device="cpu", tto: dict | None = None,
                 stop_lowpass: float | None = None, log=None) -> list[Trajectory]:
     """Run every method on the test set ``(profile, family, setting)`` and return their trajectories.
 
     ENS and the surrogate come from the shipped checkpoints of ``family`` (for a cross-equation
     test pass the *model's* family as ``family`` and the test set's family in ``setting`` as
     ``"<family>:<setting>"``). The batches are the first ``n_samples`` test samples, in
-    ``batch_size`` chunks whose trajectories are concatenated (wall times add up). ``tto_lr``
-    and ``stop_lowpass`` (the residual stop rule's filter) are chosen on validation data when
-    not given (:func:`select_tto_lr`, :func:`select_stop_lowpass`).
+    ``batch_size`` chunks whose trajectories are concatenated (wall times add up). ``tto`` (the
+    test-time optimisation's ``{"lr", "steps"}``) and ``stop_lowpass`` (the residual stop rule's
+    filter) are chosen on validation data when not given (:func:`select_tto`,
+    :func:`select_stop_lowpass`).
     """
     b = _budget(profile, budget)
     test_family, test_setting = setting.split(":", 1) if ":" in setting else (family, setting)
@@ -253,8 +278,8 @@ def run_setting(profile: str, family: str, setting: str, methods=None, *, budget
         check_choice("method", m, METHODS + (ENS_RESIDUAL,))
     ens, sur = (load_trained(profile, family, k, checkpoint_root) for k in ("ens", "surrogate"))
     ens.model.to(device), sur.model.to(device)
-    if "tto" in methods and tto_lr is None:
-        tto_lr, _ = select_tto_lr(sur, profile, b, data_root, device)
+    if "tto" in methods and tto is None:
+        tto, _ = select_tto(sur, profile, b, data_root, device)
     if ENS_RESIDUAL in methods and stop_lowpass is None:
         stop_lowpass, _ = select_stop_lowpass(ens, profile, b, data_root, device)
     c_all, u_all = load_dataset(spec, data_root, True).tensors(0, b["n_samples"])
@@ -263,13 +288,13 @@ def run_setting(profile: str, family: str, setting: str, methods=None, *, budget
     for method in methods:
         kw = {"pde": pde, "ens": ens, "sur": sur, "b": {**b, "gd_steps": 1, "gn_steps": 1, "tto_steps": 1,
                                                          "newton_steps": 1, "cg_iterations": 2},
-              "tto_lr": tto_lr, "stop_lowpass": stop_lowpass or 1.0}
+              "tto": tto, "stop_lowpass": stop_lowpass or 1.0}
         _run(method, c=c_all[:1].to(device), u=u_all[:1].to(device), **kw)  # warm-up
         parts = [_run(method, c=c_all[i:i + b["batch_size"]].to(device), u=u_all[i:i + b["batch_size"]].to(device),
                       **{**kw, "b": b}) for i in range(0, len(c_all), b["batch_size"])]
         tr = _concat(parts)
         tr.info.update(family=family, test_family=test_family, setting=test_setting,
-                       tto_lr=tto_lr if method == "tto" else None,
+                       tto=tto if method == "tto" else None,
                        stop_lowpass=stop_lowpass if method == ENS_RESIDUAL else None)
         if log:
             log(f"{family} -> {test_family}/{test_setting} {method}: rel L2 {float(tr.rel_error[-1].mean()):.3g}, "
@@ -300,11 +325,15 @@ def summary_table(trajectories: list[Trajectory]) -> pd.DataFrame:
     (family, setting) ENS's advantage: the best other learned-or-hybrid method's error over ENS's
     (> 1: ENS is the more accurate), on the ENS rows (``ens`` and, if run, ``ens_residual``). The
     reference solver is listed but not a competitor."""
-    rows = [{"family": t.info.get("family"), "test_family": t.info.get("test_family"), "setting": t.info.get("setting"),
-             "method": t.method, "rel_l2": float(t.rel_error[-1].mean()), "rel_residual": float(t.rel_residual[-1].mean()),
-             "iterations": t.iterations, "ms_per_sample": float(t.wall_time[-1]) / t.batch_size * 1e3,
-             "status": t.status} for t in trajectories]
-    return with_advantage(pd.DataFrame(rows))
+    return with_advantage(_summary_rows(trajectories))
+
+
+def _summary_rows(trajectories: list[Trajectory]) -> pd.DataFrame:
+    return pd.DataFrame([{"family": t.info.get("family"), "test_family": t.info.get("test_family"),
+                          "setting": t.info.get("setting"), "method": t.method, "rel_l2": float(t.rel_error[-1].mean()),
+                          "rel_residual": float(t.rel_residual[-1].mean()), "iterations": t.iterations,
+                          "ms_per_sample": float(t.wall_time[-1]) / t.batch_size * 1e3, "status": t.status}
+                         for t in trajectories])
 
 
 def with_advantage(df: pd.DataFrame) -> pd.DataFrame:
@@ -360,39 +389,196 @@ def _write_csv(df: pd.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _code_digest() -> str:
+    """sha256 of the ``ens`` package's source files (part of every cache key)."""
+    global _CODE_DIGEST
+    if _CODE_DIGEST is None:
+        h = hashlib.sha256()
+        pkg = Path(__file__).resolve().parent
+        for f in sorted(pkg.rglob("*.py")):
+            h.update(f.relative_to(pkg).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+        _CODE_DIGEST = h.hexdigest()
+    return _CODE_DIGEST
+
+
+_CODE_DIGEST: str | None = None
+
+
+def run_key(profile: str, family: str, setting: str, method: str, *, budget: dict | None = None,
+            checkpoint_root=None, data_root=None, device="cpu", threads: int | None = None) -> str:
+    """Content key of one method's run on one test setting: a digest of everything its numbers
+    depend on -- the package source, torch version and threads, device, profile, budget, the
+    checkpoints' and the test file's sha256, the test spec and the method. Two runs with the same
+    key compute the same thing, so :func:`evaluate_profile` reuses a cached one; any change to
+    code, checkpoints, data or budget gives a new key (a stale result is never reused).
+    ``threads`` is the torch thread count of the run (default: this process's)."""
+    from .data import data_root as _data_root
+    from .data import read_manifest
+    b = _budget(profile, budget)
+    b = {k: b[k] for k in _BUDGET_KEYS.get(method, tuple(b))}  # unknown runs: the whole budget
+    spec = _test_spec(profile, family, setting)
+    entry = read_manifest(_data_root(data_root) / profile)["files"].get(spec.path, {})
+    parts = {"code": _code_digest(), "torch": str(torch.__version__), "threads": threads or torch.get_num_threads(),
+             "device": str(torch.device(device)), "profile": profile, "model_family": family,
+             "test": spec.to_dict(), "data_sha256": entry.get("sha256"), "method": method,
+             "budget": {k: list(v) if isinstance(v, tuple) else v for k, v in b.items()},
+             "checkpoints": [_file_digest(checkpoint_path(profile, family, k, checkpoint_root))
+                             for k in ("ens", "surrogate")]}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+
+_SAMPLES = ("n_samples", "batch_size")
+#: the budget entries each run depends on (the others stay out of its key): a method on a test set
+#: depends on the test samples and batches plus its own iterations (and the validation choice it
+#: uses); a validation choice only on its own entries
+_BUDGET_KEYS = {"reference": _SAMPLES, "surrogate": _SAMPLES, "ens": _SAMPLES, "gd": _SAMPLES + ("gd_steps",),
+                "gauss_newton": _SAMPLES + ("gn_steps", "cg_iterations"), "newton": _SAMPLES + ("newton_steps",),
+                "tto": _SAMPLES + ("tto_steps", "tto_lrs", "n_select"), ENS_RESIDUAL: _SAMPLES + ("n_sensitivity",),
+                "select_tto": ("tto_steps", "tto_lrs", "n_select"), "select_stop_lowpass": ("n_sensitivity",),
+                "alpha_t_sensitivity": ("n_sensitivity",)}
+
+
+def _test_spec(profile: str, family: str, setting: str):
+    """The test set of ``setting`` (``"<setting>"`` of ``family``, or ``"<test family>:<setting>"``)."""
+    test_family, test_setting = setting.split(":", 1) if ":" in setting else (family, setting)
+    return dataset_spec(profile, test_family, "test", test_setting)
+
+
+def _file_digest(path: Path) -> str:
+    from .data import sha256sum
+    return sha256sum(path)
+
+
+def cached_choice(select, profile: str, family: str, cache_dir, *, budget: dict | None = None, checkpoint_root=None,
+                  data_root=None, device="cpu", threads: int | None = None) -> tuple[object, pd.DataFrame]:
+    """``select(...)`` (:func:`select_tto` or :func:`select_stop_lowpass`, on validation data) for
+    the model family: ``(choice, table)``, read from ``cache_dir`` when its :func:`run_key` is
+    unchanged, else computed and stored there."""
+    if select not in (select_tto, select_stop_lowpass):
+        raise ValueError(f"expected select_tto or select_stop_lowpass, got {select!r}")
+    key = run_key(profile, family, in_distribution_setting(family), select.__name__, budget=budget,
+                  checkpoint_root=checkpoint_root, data_root=data_root, device=device, threads=threads)
+    path = Path(cache_dir) / f"{family}_{select.__name__}_{key}.json"
+    if path.exists():
+        stored = json.loads(path.read_text())
+        return stored["value"], pd.DataFrame(stored["table"])
+    kind = "surrogate" if select is select_tto else "ens"
+    value, table = select(load_trained(profile, family, kind, checkpoint_root), profile, budget, data_root, device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"value": value, "table": table.to_dict("records")}))
+    os.replace(tmp, path)
+    return value, table
+
+
+def tto_selection(profile: str, families, cache_dir, *, workers: int = 1, **kwargs) -> pd.DataFrame:
+    """The test-time optimisation's validation curves of every family (:func:`select_tto`'s
+    tables, through :func:`cached_choice`, as :func:`evaluate_profile` with ``workers`` chose
+    them), with the chosen ``lr`` and ``steps`` per family."""
+    frames = []
+    for family in families:
+        choice, table = cached_choice(select_tto, profile, family, cache_dir, threads=_threads(workers), **kwargs)
+        frames.append(table.assign(family=family, chosen_lr=choice["lr"], chosen_steps=choice["steps"]))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _method_job(job: dict) -> None:
+    """One method on one setting (a :func:`ens.workers.map_jobs` job): run and write its cache files."""
+    family, setting, method, paths = job["family"], job["setting"], job["method"], job["paths"]
+    (t,) = run_setting(job["profile"], family, setting, [method], budget=job["budget"],
+                       checkpoint_root=job["checkpoint_root"], data_root=job["data_root"], device=job["device"],
+                       tto=job["tto"], stop_lowpass=job["stop_lowpass"], log=job["log"])
+    _write_csv(t.frame(family=family, test_family=t.info["test_family"], setting=t.info["setting"]), paths[0])
+    _write_csv(_summary_rows([t]), paths[1])
+
+
+def _choice_job(job: dict):
+    return cached_choice(job["select"], job["profile"], job["family"], job["cache"], **job["key_args"])[0]
+
+
+def _threads(workers: int) -> int:
+    """Torch threads of each run: this process's when it runs them itself, one per worker process."""
+    return torch.get_num_threads() if workers == 1 else 1
+
+
+#: relative cost of a method (for scheduling the longest jobs first)
+_COST = {"gd": 3.0, "gauss_newton": 3.0, "tto": 2.0, ENS_RESIDUAL: 1.5, "newton": 0.5}
+
+
 def evaluate_profile(profile: str, out_dir, families=None, settings=None, *, extra_methods=(),
                      budget: dict | None = None, checkpoint_root=None, data_root=None, device="cpu",
+                     cache_dir=None, workers: int = 1, progress: bool = False,
                      log=None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Run :func:`run_setting` on every ``(family, setting)`` (default :func:`comparison_settings`)
-    and write ``<out_dir>/trajectories/<family>_<setting>.csv`` (tidy, per iterate) and
-    ``<out_dir>/summary.csv``. A setting whose file exists is read back, not rerun, so an
-    interrupted evaluation resumes; files are written to a temporary name and renamed.
+    """Run every method on every ``(family, setting)`` (default :func:`comparison_settings`) and
+    write ``<out_dir>/trajectories/<family>_<setting>.csv`` (tidy, per iterate) and
+    ``<out_dir>/summary.csv``.
+
     Every setting runs :func:`methods_for` its test family plus ``extra_methods`` (e.g.
-    ``(ENS_RESIDUAL,)``). The test-time
-    optimisation's learning rate (and the residual stop rule's filter) is chosen once per model
-    family and reused by its settings.
-    Returns ``(trajectories, summary)``."""
+    ``(ENS_RESIDUAL,)``), each through :func:`run_setting`. Each method's result on each setting
+    is cached under ``cache_dir`` (default ``<out_dir>/cache``) by its :func:`run_key`: a result
+    whose code, checkpoints, data, budget, device and threads are unchanged is read back instead
+    of rerun, so an interrupted evaluation resumes, and notebooks that share settings (03 and 04)
+    compute each only once. Files are written to a temporary name and renamed. The test-time
+    optimisation's learning rate and steps (and the residual stop rule's filter) are chosen once
+    per model family on validation data (:func:`cached_choice`) and reused by its settings.
+
+    ``workers > 1`` runs the (method, setting) jobs in that many processes with one torch thread
+    each (:func:`ens.workers.map_jobs`; the longest first); ``workers = 1`` runs them here with
+    this process's threads. Either way every method runs alone in its process, timed as in
+    :func:`run_setting`. ``progress`` shows a ``tqdm.auto`` bar of finished jobs. ``log`` gets a
+    line per run (with ``workers > 1`` it is called in the worker processes: ``print`` works there,
+    a collector in this process sees nothing). Returns ``(trajectories, summary)``."""
+    from .workers import map_jobs
     out = Path(out_dir)
+    cache = Path(cache_dir) if cache_dir is not None else out / "cache"
     (out / "trajectories").mkdir(parents=True, exist_ok=True)
-    frames, summaries, tto_lrs, lowpasses = [], [], {}, {}
-    for family, setting in (settings or comparison_settings(families)):
-        path = out / "trajectories" / f"{family}_{setting.replace(':', '--')}.csv"
-        spath = path.with_suffix(".summary.csv")
-        if path.exists() and spath.exists():
-            frames.append(pd.read_csv(path))
-            summaries.append(pd.read_csv(spath))
-            continue
+    cache.mkdir(parents=True, exist_ok=True)
+    threads = _threads(workers)
+    key_args = {"budget": budget, "checkpoint_root": checkpoint_root, "data_root": data_root, "device": device,
+                "threads": threads}
+    settings = list(settings or comparison_settings(families))
+    # missing data (test sets, validation sets for the choices) are generated first, in parallel,
+    # before their checksums enter the keys
+    specs = {_test_spec(profile, f, s) for f, s in settings}
+    specs |= {dataset_spec(profile, f, "val", in_distribution_setting(f)) for f, _ in settings}
+    missing = [spec for spec in sorted(specs, key=lambda sp: sp.path) if file_status(spec, data_root) == "missing"]
+    generate(missing, root=data_root, workers=workers)
+    plan = []  # (family, setting, stem, {method: cache path})
+    for family, setting in settings:
         test_family = setting.split(":", 1)[0] if ":" in setting else family
-        trs = run_setting(profile, family, setting, methods_for(test_family) + list(extra_methods), budget=budget, checkpoint_root=checkpoint_root,
-                          data_root=data_root, device=device, tto_lr=tto_lrs.get(family),
-                          stop_lowpass=lowpasses.get(family), log=log)
-        tto_lrs.update({family: t.info["tto_lr"] for t in trs if t.method == "tto"})
-        lowpasses.update({family: t.info["stop_lowpass"] for t in trs if t.method == ENS_RESIDUAL})
-        frame = pd.concat([t.frame(family=family, test_family=t.info["test_family"], setting=t.info["setting"])
-                           for t in trs], ignore_index=True)
-        summ = summary_table(trs)
-        _write_csv(frame, path)
-        _write_csv(summ, spath)
+        stem = f"{family}_{setting.replace(':', '--')}"
+        methods = methods_for(test_family) + list(extra_methods)
+        plan.append((family, setting, stem,
+                     {m: cache / f"{stem}_{m}_{run_key(profile, family, setting, m, **key_args)}.csv" for m in methods}))
+    todo = [(family, setting, m, path) for family, setting, _, paths in plan for m, path in paths.items()
+            if not (path.exists() and path.with_suffix(".summary.csv").exists())]
+    needs = sorted({(family, select) for family, _, m, _ in todo
+                    for method, select in (("tto", select_tto), (ENS_RESIDUAL, select_stop_lowpass)) if m == method},
+                   key=lambda fs: (fs[0], fs[1].__name__))
+    chosen = map_jobs(_choice_job, [{"select": select, "profile": profile, "family": family, "cache": cache,
+                                     "key_args": key_args} for family, select in needs],
+                      workers=workers, threads=threads, progress=progress, desc="validation choices")
+    choice = dict(zip(needs, chosen))
+
+    def cost(item):
+        family, setting, method, _ = item
+        periodic = family in ("navier_stokes", "kolmogorov")
+        return -(_COST.get(method, 0.1) * (20 if periodic else 1) * (4 if setting == "superres" else 1))
+
+    jobs = [{"profile": profile, "family": family, "setting": setting, "method": method, "budget": budget,
+             "checkpoint_root": checkpoint_root, "data_root": data_root, "device": device,
+             "tto": choice.get((family, select_tto)), "stop_lowpass": choice.get((family, select_stop_lowpass)),
+             "log": log, "paths": (path, path.with_suffix(".summary.csv"))}
+            for family, setting, method, path in sorted(todo, key=cost)]
+    map_jobs(_method_job, jobs, workers=workers, threads=threads, progress=progress, desc=f"{out.name}: runs")
+    if log and not todo:
+        log(f"{out.name}: every method read from {cache}")
+    frames, summaries = [], []
+    for family, setting, stem, paths in plan:
+        frame = pd.concat([pd.read_csv(p) for p in paths.values()], ignore_index=True)
+        summ = with_advantage(pd.concat([pd.read_csv(p.with_suffix(".summary.csv")) for p in paths.values()],
+                                        ignore_index=True))
+        _write_csv(frame, out / "trajectories" / f"{stem}.csv")
         frames.append(frame)
         summaries.append(summ)
     traj, summ = pd.concat(frames, ignore_index=True), pd.concat(summaries, ignore_index=True)

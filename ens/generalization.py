@@ -38,17 +38,33 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
-import torch
 
 from .data import load_dataset
-from .evaluate import ENS_RESIDUAL, _write_csv, evaluate_profile, load_trained, select_stop_lowpass
-from .experiments import (CROSS_EQUATION, EVALUATION, STUDIES, check_choice, dataset_spec, datasets,
-                          in_distribution_setting)
+from .evaluate import (
+    ENS_RESIDUAL,
+    _threads,
+    _write_csv,
+    cached_choice,
+    evaluate_profile,
+    load_trained,
+    run_key,
+    select_stop_lowpass,
+)
+from .experiments import (
+    CROSS_EQUATION,
+    EVALUATION,
+    STUDIES,
+    check_choice,
+    dataset_spec,
+    datasets,
+    in_distribution_setting,
+)
 from .pdes import FAMILIES
 from .solvers import ens_solve
+from .workers import map_jobs
 
 __all__ = ["STUDIES", "SHIFT_AXES", "study_settings", "run_study", "shift_frame", "condition_numbers",
-           "alpha_t_sensitivity", "sensitivity_study", "advantage_vs_condition"]
+           "alpha_t_sensitivity", "sensitivity_settings", "sensitivity_study", "advantage_vs_condition"]
 
 #: the zero-shot shift axes: (axis, family, setting, value), in axis order; the first entry of
 #: each axis is the in-distribution setting
@@ -100,11 +116,13 @@ def _split(family: str, setting: str) -> tuple[str, str]:
 
 
 def run_study(study: str, profile: str, out_dir, families=None, *, budget: dict | None = None,
-              checkpoint_root=None, data_root=None, device="cpu", log=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+              checkpoint_root=None, data_root=None, device="cpu", cache_dir=None, workers: int = 1,
+              progress: bool = False, log=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every method of :mod:`ens.evaluate` plus the residual-rule ENS on every setting of
-    ``study``; resumable tables under ``<out_dir>/<study>/``. The super-resolution sets use the
-    first ``n_superres`` test samples (4x the cost per sample). Returns ``(trajectories,
-    summary)`` with a ``study`` column."""
+    ``study``; tables under ``<out_dir>/<study>/``, each method's run cached (and reused, also
+    by notebook 03) under ``cache_dir`` (:func:`ens.evaluate.evaluate_profile`). The
+    super-resolution sets use the first ``n_superres`` test samples (4x the cost per sample).
+    Returns ``(trajectories, summary)`` with a ``study`` column."""
     settings = study_settings(study, families, profile)
     if not settings:
         raise ValueError(f"study {study!r} has no setting for families {families}")
@@ -113,7 +131,7 @@ def run_study(study: str, profile: str, out_dir, families=None, *, budget: dict 
         b.setdefault("n_samples", (budget or {}).get("n_superres", EVALUATION[profile]["n_superres"]))
     traj, summ = evaluate_profile(profile, Path(out_dir) / study, settings=settings, extra_methods=(ENS_RESIDUAL,),
                                   budget=b, checkpoint_root=checkpoint_root, data_root=data_root, device=device,
-                                  log=log)
+                                  cache_dir=cache_dir, workers=workers, progress=progress, log=log)
     return traj.assign(study=study), summ.assign(study=study)
 
 
@@ -229,26 +247,54 @@ def alpha_t_sensitivity(profile: str, family: str, setting: str, *, n_samples: i
     return curves, row
 
 
+def _sensitivity_job(job: dict) -> None:
+    cv, row = alpha_t_sensitivity(job["profile"], job["family"], job["setting"], n_samples=job["n_samples"],
+                                  stop_lowpass=job["stop_lowpass"], checkpoint_root=job["checkpoint_root"],
+                                  data_root=job["data_root"], device=job["device"])
+    _write_csv(cv, job["paths"][0])
+    _write_csv(pd.DataFrame([row]), job["paths"][1])
+
+
+def sensitivity_settings(settings) -> list[tuple[str, str]]:
+    """The ``(family, setting)`` of ``settings`` that the alpha/T sensitivity study runs on: every
+    shifted and cross-equation set, not the in-distribution sets (where alpha and T were chosen)."""
+    return [(f, s) for f, s in settings if s != in_distribution_setting(f)]
+
+
 def sensitivity_study(profile: str, settings, out_dir, *, n_samples: int | None = None, checkpoint_root=None,
-                      data_root=None, device="cpu") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """:func:`alpha_t_sensitivity` on every ``(family, setting)``; resumable per-setting tables
-    under ``<out_dir>/sensitivity/``. Returns ``(curves, choices)``."""
+                      data_root=None, device="cpu", cache_dir=None, workers: int = 1,
+                      progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`alpha_t_sensitivity` on every ``(family, setting)``; per-setting tables under
+    ``<out_dir>/sensitivity/``, named by their :func:`ens.evaluate.run_key` (a table is reused
+    only while code, checkpoints, data and budget are unchanged), and the choices of every
+    setting in ``<out_dir>/sensitivity/choices.csv``. The residual rule's filter comes from
+    :func:`ens.evaluate.cached_choice` (shared with :func:`run_study` through ``cache_dir``,
+    default ``<out_dir>/cache``); ``workers`` and ``progress`` as for
+    :func:`ens.evaluate.evaluate_profile`. Returns ``(curves, choices)``."""
     out = Path(out_dir) / "sensitivity"
     out.mkdir(parents=True, exist_ok=True)
-    curves, rows, lowpasses = [], [], {}
+    cache = Path(cache_dir) if cache_dir is not None else Path(out_dir) / "cache"
+    threads = _threads(workers)
+    kw = {"checkpoint_root": checkpoint_root, "data_root": data_root, "device": device}
+    paths, jobs = [], []
     for family, setting in settings:
-        path = out / f"{family}_{setting.replace(':', '--')}.csv"
-        rpath = path.with_suffix(".choice.csv")
-        if path.exists() and rpath.exists():
-            curves.append(pd.read_csv(path))
-            rows.append(pd.read_csv(rpath))
-            continue
-        cv, row = alpha_t_sensitivity(profile, family, setting, n_samples=n_samples, stop_lowpass=lowpasses.get(family),
-                                      checkpoint_root=checkpoint_root, data_root=data_root, device=device)
-        lowpasses[family] = row["residual_rule_lowpass"]
-        row = pd.DataFrame([row])
-        _write_csv(cv, path)
-        _write_csv(row, rpath)
-        curves.append(cv)
-        rows.append(row)
-    return pd.concat(curves, ignore_index=True), pd.concat(rows, ignore_index=True)
+        test_family, test_setting = _split(family, setting)
+        load_dataset(dataset_spec(profile, test_family, "test", test_setting), data_root, True)
+        key = run_key(profile, family, setting, "alpha_t_sensitivity",
+                      budget={"n_sensitivity": n_samples} if n_samples else None, threads=threads, **kw)
+        path = out / f"{family}_{setting.replace(':', '--')}_{key}.csv"
+        paths.append((path, path.with_suffix(".choice.csv")))
+        if not (path.exists() and paths[-1][1].exists()):
+            jobs.append({"profile": profile, "family": family, "setting": setting, "n_samples": n_samples,
+                         "paths": paths[-1], **kw})
+    for family in sorted({job["family"] for job in jobs}):
+        load_dataset(dataset_spec(profile, family, "val", in_distribution_setting(family)), data_root, True)
+    lowpass = {family: cached_choice(select_stop_lowpass, profile, family, cache, threads=threads, **kw)[0]
+               for family in sorted({job["family"] for job in jobs})}
+    for job in jobs:
+        job["stop_lowpass"] = lowpass[job["family"]]
+    map_jobs(_sensitivity_job, jobs, workers=workers, threads=threads, progress=progress, desc="alpha/T sensitivity")
+    curves = pd.concat([pd.read_csv(p) for p, _ in paths], ignore_index=True)
+    choices = pd.concat([pd.read_csv(r) for _, r in paths], ignore_index=True)
+    _write_csv(choices, out / "choices.csv")
+    return curves, choices

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
-import matplotlib.ticker
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -19,7 +19,7 @@ import seaborn as sns
 __all__ = ["set_style", "save_figure", "plot_conditioning", "plot_bound_tightness", "plot_gd_damping",
            "plot_trajectories", "plot_error_bands", "plot_training_curves", "plot_iterate_losses",
            "plot_iterate_errors", "plot_stability", "plot_error_vs_residual", "plot_error_vs_time", "plot_shift",
-           "plot_advantage_vs_condition", "plot_alpha_t_sensitivity", "setting_label"]
+           "plot_advantage_vs_condition", "plot_alpha_t_sensitivity", "plot_tto_selection", "setting_label"]
 
 _STYLED = False
 
@@ -299,6 +299,40 @@ def plot_stability(table: pd.DataFrame, by: str | None = None, chosen: dict | No
     return save_figure(g.figure, path)
 
 
+def plot_tto_selection(table: pd.DataFrame, path: str | Path | None = None) -> matplotlib.figure.Figure:
+    """The test-time optimisation's validation curves (:func:`ens.evaluate.tto_selection`):
+    relative L2 error (solid) and relative residual (dashed, right axis) against the Adam step, one
+    colour per learning rate, one panel per family; the chosen ``(lr, steps)`` is circled."""
+    set_style()
+    _require(table, ["family", "lr", "iteration", "val_rel_l2", "val_rel_residual", "chosen_lr", "chosen_steps"],
+             "plot_tto_selection")
+    families = list(dict.fromkeys(table.family))
+    ncol = min(3, len(families))
+    nrow = -(-len(families) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.2 * nrow), squeeze=False)
+    lrs = sorted(table.lr.unique())
+    colours = dict(zip(lrs, sns.color_palette("flare", len(lrs))))
+    for ax, family in zip(axes.flat, families):
+        d = table[table.family == family]
+        twin = ax.twinx()
+        for lr, g in d.groupby("lr"):
+            g = g[np.isfinite(g.val_rel_l2)]
+            ax.plot(g.iteration, g.val_rel_l2, color=colours[lr], label=f"lr {lr:g}: error")
+            twin.plot(g.iteration, g.val_rel_residual, color=colours[lr], ls="--", lw=1, label=f"lr {lr:g}: residual")
+        pick = d[(d.lr == d.chosen_lr) & (d.iteration == d.chosen_steps)]
+        ax.plot(pick.iteration, pick.val_rel_l2, "o", mfc="none", mec="k", ms=9, label="chosen (lr, steps)")
+        ax.set(xscale="symlog", xlim=(0, None), yscale="log", title=family, xlabel="Adam steps",
+               ylabel="validation rel. L2")
+        twin.set(yscale="log", ylabel="rel. residual (dashed)")
+        twin.grid(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    for ax in axes.flat[len(families):]:
+        ax.set_visible(False)
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels), bbox_to_anchor=(0.5, 1.03), fontsize="small")
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return save_figure(fig, path)
+
+
 #: the methods of the residual-versus-accuracy comparison, in legend order, with their labels
 COMPARISON_LABELS = {"reference": "reference solver", "surrogate": "surrogate", "ens": "ENS", "gd": "residual GD",
                      "gauss_newton": "Gauss-Newton (LM)", "newton": "Newton", "tto": "test-time opt.",
@@ -351,6 +385,10 @@ def _panels(frame: pd.DataFrame, x: str, xlabel: str, path, xscale="log") -> mat
             style = {"marker": "*", "ms": 10, "ls": "none"} if len(d) == 1 else {"marker": ".", "ms": 3}
             ax.plot(d[x], d.rel_error, color=palette[label], label=label, **style)
         ax.set(xscale=xscale, yscale="log", title=panel, xlabel=xlabel, ylabel="rel. L2 error")
+        xs = df[x][df[x] > 0]
+        if xscale == "log" and len(xs) and xs.max() >= 10 * xs.min():
+            # matplotlib labels minor ticks on an axis of about a decade; in a narrow panel they overlap
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     return _finish_panels(fig, axes, len(panels), path)
 
 

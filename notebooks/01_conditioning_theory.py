@@ -32,7 +32,7 @@
 # prints the evidence and draws the figures.
 
 # %% tags=["parameters"]
-profile = "ci"  # "ci" | "default" | "paper": sets the grid sizes when resolutions is None
+profile = "default"  # "ci" | "default" | "paper": sets the grid sizes when resolutions is None
 resolutions = None  # grid sizes S (node grid, boundary included); None -> from the profile
 k_values = [0.0, 1.0, 2.0, 3.0, 4.0]  # wavenumbers for the conditioning table and the bound
 seed = 0  # seed of the forcings and of the error model
@@ -40,30 +40,19 @@ n_samples = 4  # forcings per setting for the bound and the solver experiment
 results_dir = "../results"  # figures go to results_dir/figures/01_*.png
 
 # %%
-import time
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ens import plots, theory
+from ens import notebook, plots, theory
+from ens.notebook import sig3
 
-
-def sig3(x):
-    """Three significant figures, keeping trailing zeros (1.00, 0.240, 119, 6.51e+12)."""
-    return f"{x:#.3g}".rstrip(".")
-
-
-_t0 = time.perf_counter()
+nb = notebook.setup("01", profile, results_dir)
 params = theory.resolve_parameters(profile, resolutions, k_values, seed, n_samples)
 resolutions, k_values = params["resolutions"], params["k_values"]
 S_max = max(resolutions)  # the grid of the bound and solver experiments
 central_k = [1.0, 4.0]  # in distribution (training k = 1) and near resonance
 n_iterations = 4 * S_max  # enough for CG to converge fully at k = 4 (see the figures)
-figures = Path(results_dir) / "figures"
-figures.mkdir(parents=True, exist_ok=True)
-plots.set_style()
 print(f"profile={profile!r}  resolutions={resolutions}  k_values={k_values}  seed={seed}  "
       f"n_samples={n_samples}  S_max={S_max}  iterations={n_iterations}")
 
@@ -112,7 +101,7 @@ print(shown.to_string(index=False))
 # %%
 k_fine = np.linspace(0.0, 4.3, 87)
 fine = theory.condition_table(resolutions, k_fine)
-fig = plots.plot_conditioning(fine, resonance=theory.first_resonance(), path=figures / "01_conditioning.png")
+fig = plots.plot_conditioning(fine, resonance=theory.first_resonance(), path=nb.figure("conditioning"))
 
 # %% [markdown]
 # ## 3 · Cross-check against a numerical eigensolver
@@ -160,7 +149,7 @@ print("medians over samples:")
 print(summary.to_string(float_format=lambda x: f"{x:.3g}"))
 
 # %%
-fig = plots.plot_bound_tightness(bounds, path=figures / "01_bound_tightness.png")
+fig = plots.plot_bound_tightness(bounds, path=nb.figure("bound_tightness"))
 
 # %% [markdown]
 # Reading the table: the **error side** of the bound is sharp exactly when the error lives in the
@@ -186,7 +175,7 @@ fig = plots.plot_bound_tightness(bounds, path=figures / "01_bound_tightness.png"
 k_worst = max(k_values)
 damping = theory.gd_damping_table(S_max, k_worst, steps=(1, 10, 100, 1_000, 10_000, 100_000), n_grid=300)
 markers = {f"(1,1) at k={k:g}": 1.0 / theory.condition_number(S_max, k) for k in sorted({min(k_values), k_worst})}
-fig = plots.plot_gd_damping(damping, markers=markers, path=figures / "01_gd_damping.png")
+fig = plots.plot_gd_damping(damping, markers=markers, path=nb.figure("gd_damping"))
 halving = pd.DataFrame([{"k": k, "kappa": theory.condition_number(S_max, k),
                          "gd_steps_to_halve_lowest_mode": theory.gd_steps_to_reduce(S_max, k, 2.0)}
                         for k in k_values])
@@ -218,7 +207,7 @@ runs = [theory.residual_vs_error_experiment(k, S_max, n_samples=n_samples, n_ite
         for k in tqdm(central_k, desc="solver experiment")]
 result = theory.ExperimentResult(pd.concat([r.trajectories for r in runs], ignore_index=True),
                                  pd.concat([r.bands for r in runs], ignore_index=True))
-fig = plots.plot_trajectories(result.trajectories, path=figures / "01_trajectories.png")
+fig = plots.plot_trajectories(result.trajectories, path=nb.figure("trajectories"))
 
 # %% [markdown]
 # How many times did each method cut the residual, and the error, after a small budget (10 and 50
@@ -233,7 +222,7 @@ factors = (pd.concat([theory.reduction_factors(result.trajectories, t) for t in 
 print(factors.to_string(index=False, float_format=sig3, formatters={"k": "{:g}".format}))
 
 # %%
-fig = plots.plot_error_bands(result.bands, result.trajectories, path=figures / "01_error_bands.png")
+fig = plots.plot_error_bands(result.bands, result.trajectories, path=nb.figure("error_bands"))
 
 # %% [markdown]
 # Where the error hides: gradient descent and Gauss–Newton strip the high band (the noise) and
@@ -253,7 +242,7 @@ for row in drops.itertuples():
     else:
         print(f"k={row.k:g} {row.method:>4}: the residual fell {row.residual_reduction:.3g}x and the error "
               f"{row.error_reduction:.3g}x before the lowest-mode error halved (iteration {int(row.iteration)})")
-print(f"\nnotebook computations took {time.perf_counter() - _t0:.1f} s")
+nb.finish()
 
 # %% [markdown]
 # ## 7 · What this means for ENS

@@ -36,42 +36,38 @@
 # in `ens.train`, `ens.models`, `ens.solvers` and `ens.evaluate`; nothing here looks at a test set.
 
 # %% tags=["parameters"]
-profile = "ci"  # "ci" | "default" | "paper": whose shipped checkpoints are evaluated in section 3
+profile = "default"  # "ci" | "default" | "paper": whose shipped checkpoints are evaluated in section 3
 live_family = "helmholtz"  # family trained live in section 1 (always at the small ci profile)
 live_epochs = None  # None -> the ci profile's number of epochs
 families = None  # families evaluated in section 3; None -> all six
 results_dir = "../results"  # figures go to results_dir/figures/02_*.png
 
 # %%
-import time
-from pathlib import Path
-
 import pandas as pd
 from IPython.display import display
 
-from ens import plots
-from ens.evaluate import (ens_vs_surrogate, history_frame, iterate_errors, iterate_loss_frame, load_trained,
-                          require_shipped)
-from ens.experiments import PROFILES, check_choice
+from ens import notebook, plots
+from ens.data import generate
+from ens.evaluate import (
+    ens_vs_surrogate,
+    history_frame,
+    iterate_errors,
+    iterate_loss_frame,
+    load_trained,
+    require_shipped,
+)
+from ens.experiments import check_choice, dataset_spec, in_distribution_setting
+from ens.notebook import sig3
 from ens.pdes import FAMILIES
-from ens.train import TrainConfig, train
+from ens.train import TrainConfig, recipe_study_path, train
+from ens.workers import default_workers
 
-
-def sig3(x):
-    """Three significant figures, keeping trailing zeros (1.00, 0.240, 119)."""
-    return f"{x:#.3g}".rstrip(".")
-
-
-_t0 = time.perf_counter()
-check_choice("profile", profile, PROFILES)
+nb = notebook.setup("02", profile, results_dir)
 check_choice("live_family", live_family, FAMILIES)
 families = list(FAMILIES) if families is None else list(families)
 for f in families:
     check_choice("family in families", f, FAMILIES)
-figures = Path(results_dir) / "figures"
-figures.mkdir(parents=True, exist_ok=True)
-live_dir = Path(results_dir) / "checkpoints_live"
-plots.set_style()
+live_dir = nb.results_dir / "checkpoints_live"
 print(f"profile={profile!r}  live_family={live_family!r}  families={families}")
 
 # %% [markdown]
@@ -96,10 +92,10 @@ print(f"ENS: alpha_test={live['ens'].inference['alpha']:g}, T_test={live['ens'].
 display(live_history.pivot(index="epoch", columns="model", values="val_rel_l2").map(sig3))
 
 # %%
-plots.plot_iterate_losses(iterate_loss_frame(live["ens"]), path=figures / "02_live_iterate_losses.png");
+plots.plot_iterate_losses(iterate_loss_frame(live["ens"]), path=nb.figure("live_iterate_losses"));
 
 # %%
-plots.plot_training_curves(live_history, path=figures / "02_live_validation.png");
+plots.plot_training_curves(live_history, path=nb.figure("live_validation"));
 
 # %% [markdown]
 # Every unrolled iterate is supervised, so the loss falls along the iterates within an epoch
@@ -131,8 +127,7 @@ plots.plot_training_curves(live_history, path=figures / "02_live_validation.png"
 #   $T_\text{train} = 5$.
 
 # %%
-study_path = Path("../data/studies/recipe_default_helmholtz.csv")
-study = pd.read_csv(study_path)
+study = pd.read_csv(recipe_study_path("default", "helmholtz"))
 best = (study.groupby("variant", sort=False)
         .agg(best_val_rel_l2=("best_val_rel_l2", "first"), alpha=("chosen_alpha", "first"),
              T=("chosen_steps", "first"), stop_rule=("stop_rule_val_rel_l2", "first"),
@@ -142,7 +137,7 @@ best.insert(0, "val_rel_l2_T5_alpha1", at_train)
 display(best.map(lambda x: sig3(x) if isinstance(x, float) else x))
 
 # %%
-plots.plot_stability(study, by="variant", path=figures / "02_recipe_stability.png");
+plots.plot_stability(study, by="variant", path=nb.figure("recipe_stability"));
 
 # %% [markdown]
 # What the study measured (one seed, 256 samples, 3 epochs: indicative, not conclusive — the
@@ -184,6 +179,8 @@ display(lowpass_runs.pivot_table(index="alpha", columns="step", values=["val_rel
 
 # %%
 shipped = require_shipped(profile, families)
+# the validation sets of a fresh clone are generated first, one family per core
+generate([dataset_spec(profile, f, "val", in_distribution_setting(f)) for f in shipped], workers=default_workers())
 frames, histories, choices = [], [], []
 for fam in shipped:
     cks = {kind: load_trained(profile, fam, kind) for kind in ("surrogate", "ens")}
@@ -196,6 +193,8 @@ for fam in shipped:
                     "surrogate_train_min": cks["surrogate"].raw["training"]["wall_time_s"] / 60})
 iterates = pd.concat(frames, ignore_index=True)
 summary = ens_vs_surrogate(iterates).merge(pd.DataFrame(choices), on="family")
+nb.tables().mkdir(parents=True, exist_ok=True)
+summary.to_csv(nb.tables() / "summary.csv", index=False)
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -210,10 +209,10 @@ print(summary[["family", "surrogate_rel_residual", "ens_rel_residual"]].to_strin
     index=False, formatters={c: sig3 for c in ["surrogate_rel_residual", "ens_rel_residual"]}))
 
 # %%
-plots.plot_iterate_errors(iterates, path=figures / "02_iterate_errors.png");
+plots.plot_iterate_errors(iterates, path=nb.figure("iterate_errors"));
 
 # %%
-plots.plot_training_curves(pd.concat(histories, ignore_index=True), path=figures / "02_training_curves.png");
+plots.plot_training_curves(pd.concat(histories, ignore_index=True), path=nb.figure("training_curves"));
 
 # %% [markdown]
 # The stability evidence of every shipped ENS: the validation error after $T$ steps for each
@@ -224,7 +223,7 @@ plots.plot_training_curves(pd.concat(histories, ignore_index=True), path=figures
 # %%
 selection = pd.concat([pd.DataFrame(load_trained(profile, f, "ens").inference["table"]).assign(family=f)
                        for f in shipped], ignore_index=True)
-plots.plot_stability(selection, by="family", path=figures / "02_stability.png");
+plots.plot_stability(selection, by="family", path=nb.figure("stability"));
 
 # %%
 wins = summary[summary.surrogate_over_ens > 1].family.tolist()
@@ -234,4 +233,4 @@ print(f"ENS is more accurate than the same-budget surrogate on the validation sp
 print("training time per model (minutes):")
 print(summary[["family", "ens_train_min", "surrogate_train_min"]].to_string(
     index=False, formatters={c: sig3 for c in ["ens_train_min", "surrogate_train_min"]}))
-print(f"notebook run time: {time.perf_counter() - _t0:.0f} s")
+nb.finish()

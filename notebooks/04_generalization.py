@@ -49,31 +49,31 @@
 # All the computing is `ens.generalization` (tested in `tests/test_generalization.py`).
 
 # %% tags=["parameters"]
-profile = "ci"  # "ci" | "default" | "paper": data, shipped checkpoints and iteration budgets
+profile = "default"  # "ci" | "default" | "paper": data, shipped checkpoints and iteration budgets
 families = None  # None -> every family with shipped checkpoints
 studies = None  # None -> all of ("zero_shot", "cross_equation", "superres")
-rerun = True  # False: reuse the per-setting tables already under results_dir (resume)
+workers = None  # processes for the method runs (one torch thread each); None -> ens.workers.default_workers()
 results_dir = "../results"  # tables go to results_dir/04_<profile>/, figures to results_dir/figures/04_*.png
 
 # %%
-import shutil
-import time
-from pathlib import Path
-
 import pandas as pd
 from IPython.display import display
 
-from ens import plots
+from ens import notebook, plots
 from ens.evaluate import require_shipped
-from ens.experiments import EVALUATION, PROFILES, check_choice
-from ens.generalization import (STUDIES, advantage_vs_condition, condition_numbers, run_study, sensitivity_study,
-                                shift_frame, study_settings)
-
-
-def sig2(x):
-    """Two significant figures: the checked tables' precision (float32 iterative methods run with
-    another thread count or CPU round differently in the third digit)."""
-    return f"{x:#.2g}".rstrip(".") if pd.notna(x) else "—"
+from ens.experiments import EVALUATION, check_choice
+from ens.generalization import (
+    STUDIES,
+    advantage_vs_condition,
+    condition_numbers,
+    run_study,
+    sensitivity_settings,
+    sensitivity_study,
+    shift_frame,
+    study_settings,
+)
+from ens.notebook import sig2
+from ens.workers import default_workers
 
 
 def method_table(summary):
@@ -83,25 +83,20 @@ def method_table(summary):
     return t.pivot_table(index="setting", columns="method", values="rel_l2", sort=False)[cols]
 
 
-_t0 = time.perf_counter()
-check_choice("profile", profile, PROFILES)
+nb = notebook.setup("04", profile, results_dir)
 studies = list(STUDIES) if studies is None else list(studies)
 for s in studies:
     check_choice("study", s, STUDIES)
 families = require_shipped(profile, families)
-out_dir = Path(results_dir) / f"04_{profile}"
-if rerun and out_dir.exists():
-    shutil.rmtree(out_dir)
-figures = Path(results_dir) / "figures"
-figures.mkdir(parents=True, exist_ok=True)
-plots.set_style()
 settings = {s: study_settings(s, families, profile) for s in studies}
 settings = {s: v for s, v in settings.items() if v}
 print(f"profile={profile!r}: " + ", ".join(f"{s}: {len(v)} sets" for s, v in settings.items()))
 print(f"budget {EVALUATION[profile]}")
 
 # %%
-results = {s: run_study(s, profile, out_dir, families) for s in settings}
+workers = default_workers() if workers is None else workers
+results = {s: run_study(s, profile, nb.tables(), families, cache_dir=nb.cache(), workers=workers, progress=True)
+           for s in settings}
 summary = pd.concat([r[1] for r in results.values()], ignore_index=True)
 
 # %% [markdown]
@@ -119,7 +114,7 @@ if "zero_shot" in results:
 
 # %%
 if "zero_shot" in results:
-    plots.plot_shift(shift_frame(zs), path=figures / "04_zero_shot.png");
+    plots.plot_shift(shift_frame(zs), path=nb.figure("zero_shot"));
 
 # %% [markdown]
 # ## 2 · Cross-equation transfer
@@ -169,7 +164,7 @@ adv = advantage_vs_condition(summary, kappas)
 adv = adv.assign(label=plots.setting_label(adv), condition=adv.kappa.map(lambda k: f"{k:.3g}" if k == k else "—"))
 display(adv.pivot_table(index=["study", "label", "resolution", "condition"], columns="method",
                         values="ens_advantage", sort=False).map(lambda x: f"{x:#.3g}"))
-plots.plot_advantage_vs_condition(adv, path=figures / "04_advantage_vs_condition.png");
+plots.plot_advantage_vs_condition(adv, path=nb.figure("advantage_vs_condition"));
 
 # %%
 for rule, g in adv.dropna(subset=["kappa"]).groupby("method", sort=False):
@@ -179,15 +174,17 @@ for rule, g in adv.dropna(subset=["kappa"]).groupby("method", sort=False):
 # %% [markdown]
 # ## 5 · How much do $\alpha$ and $T$ matter?
 #
-# For the zero-shot and cross-equation sets: the test error along ENS's whole validation grid
+# For the shifted and cross-equation sets (in distribution, $\alpha$ and $T$ were chosen on the
+# validation split, notebook 02): the test error along ENS's whole validation grid
 # (every $\alpha$, $T = 0 \dots T_\max$) on the first test samples, with the validation rule's point,
 # the residual rule's error and the oracle's point. The table gives the three on the same samples.
 
 # %%
-sens_settings = [fs for s in ("zero_shot", "cross_equation") for fs in settings.get(s, [])]
+sens_settings = sensitivity_settings(fs for s in ("zero_shot", "cross_equation") for fs in settings.get(s, []))
 if sens_settings:
-    curves, choices = sensitivity_study(profile, sens_settings, out_dir)
-    plots.plot_alpha_t_sensitivity(curves, choices, path=figures / "04_alpha_t_sensitivity.png");
+    curves, choices = sensitivity_study(profile, sens_settings, nb.tables(), cache_dir=nb.cache(), workers=workers,
+                                        progress=True)
+    plots.plot_alpha_t_sensitivity(curves, choices, path=nb.figure("alpha_t_sensitivity"));
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -222,4 +219,4 @@ if sens_settings:
     gap = (choices.validation_rel_l2 / choices.oracle_rel_l2).max()
     print(f"residual rule better than the validation rule on {better} of {len(choices)} sets; the validation "
           f"rule is at most {gap:.2f}x the oracle's error")
-print(f"notebook run time: {time.perf_counter() - _t0:.0f} s")
+nb.finish()

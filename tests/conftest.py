@@ -1,7 +1,12 @@
-"""Shared test settings: exact float arithmetic on CUDA (no TF32) and the devices to test on."""
+"""Shared test settings: the off-screen figure backend, exact float arithmetic on CUDA (no TF32) and the devices to test on."""
 
+import matplotlib
 import pytest
 import torch
+
+# figures in this (plain-Python) test process are drawn off-screen; set here, not through
+# MPLBACKEND, which notebook kernels started by the tests would inherit (and lose their figures)
+matplotlib.use("Agg")
 
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False

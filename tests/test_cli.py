@@ -1,17 +1,26 @@
-"""Command line ``ens data generate|verify|info``, ``ens train``, ``ens study``: argument errors,
-output and exit codes.
+"""Command line ``ens data generate|verify|info``, ``ens train``, ``ens study``, ``ens evaluate``,
+``ens generalize``: argument errors, output and exit codes.
 
-Runs ``ens.cli.main`` in-process on the Poisson ``ci`` sets (well under a second to generate);
-``tests/test_data.py`` runs ``python -m ens`` in a subprocess for the kill-and-resume test.
+Runs ``ens.cli.main`` in-process on the Poisson ``ci`` sets (well under a second to generate), and
+every subcommand once end to end as a user does, ``python -m ens`` in a subprocess with temporary
+data, checkpoint and output folders (about 40 s on one thread); ``tests/test_data.py`` also runs
+``python -m ens`` in a subprocess for the kill-and-resume test.
 """
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from ens.cli import main
 from ens.experiments import datasets
+from ens.models import load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +37,7 @@ def root(tmp_path_factory):
     (["data", "generate", "--profile", "ci", "--split", "dev"], "'train', 'val', 'test'"),
     (["data", "info", "--profile", "paper2"], "'ci', 'default', 'paper'"),
     (["data", "purge"], "'generate', 'verify', 'info'"),
-    (["fit"], "'data', 'train', 'evaluate', 'generalize', 'study'"),
+    (["fit"], "'data', 'train', 'evaluate', 'generalize', 'study', 'publish'"),
     (["train", "--profile", "ci", "--family", "burgers"], "'poisson', 'helmholtz'"),
     (["train", "--profile", "ci", "--family", "poisson", "--kind", "gan"], "'ens', 'surrogate', 'both'"),
     (["train", "--profile", "ci", "--family", "poisson", "--unroll", "half"], "'full', 'truncated'"),
@@ -122,3 +131,60 @@ def test_generalize_writes_resumable_study_tables(root, tmp_path, capsys):
     assert (tmp_path / "superres" / "summary.csv").exists() and not (tmp_path / "sensitivity").exists()
     assert main(args) == 0  # the second run reads the tables back
     assert "ens_residual" in capsys.readouterr().out
+
+
+# ---- every subcommand end to end, as a user runs it ----------------------------------------------
+def test_every_subcommand_runs_end_to_end_at_the_ci_profile(tmp_path):
+    data, checkpoints = tmp_path / "data", tmp_path / "checkpoints"
+    # $ENS_DATA_DIR and $ENS_CHECKPOINT_DIR, set as a user would, keep every command out of the checkout
+    env = {**os.environ, "PYTHONPATH": str(REPO), "ENS_DATA_DIR": str(data), "ENS_CHECKPOINT_DIR": str(checkpoints)}
+
+    def ens(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "ens", *args], env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, f"ens {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}"
+        return done.stdout
+
+    poisson = ["--profile", "ci", "--family", "poisson"]
+    assert "5 generated" in ens("data", "generate", *poisson)
+    assert sorted(p.relative_to(data / "ci").as_posix() for p in data.rglob("*.h5")) == sorted(
+        s.path for s in datasets("ci", "poisson"))
+    assert "5/5 files ok" in ens("data", "verify", *poisson)
+    info = ens("data", "info", "--profile", "ci")
+    assert f"data root: {data}" in info and "present    poisson/train_scale=100.h5" in info
+
+    ens("train", *poisson, "--epochs", "1")
+    for kind in ("ens", "surrogate"):
+        ck = load_checkpoint(checkpoints / "ci" / f"poisson_{kind}.pt", family="poisson")
+        assert ck.kind == kind and [h["epoch"] for h in ck.history] == [1]
+
+    study = tmp_path / "study"
+    ens("study", *poisson, "--n-train", "8", "--epochs", "1", "--out", str(study), "--work", str(study / "runs"),
+        "--root", str(data))
+    table = pd.read_csv(study / "recipe_ci_poisson.csv")
+    shipped = pd.read_csv(REPO / "data" / "studies" / "recipe_default_helmholtz.csv")
+    assert list(table.columns) == list(shipped.columns)
+    # 4 variants x 3 alphas x the report steps {0, 1, 5, 10, 20} and max_steps = 30 of the ci profile
+    assert table.variant.nunique() == 4 and len(table) == 4 * 3 * 6
+    assert len(list((study / "runs").glob("*/ci/poisson_ens.pt"))) == 4
+
+    # evaluate the models just trained (ENS_CHECKPOINT_DIR), not the shipped ones
+    cache = ["--cache", str(tmp_path / "cache")]  # not results/cache of the checkout
+    ens("evaluate", *poisson, "--out", str(tmp_path / "evaluate"), *cache)
+    summary = pd.read_csv(tmp_path / "evaluate" / "summary.csv")
+    assert {"reference", "surrogate", "ens", "gd", "gauss_newton", "tto"} <= set(summary.method)
+    assert set(summary.family) == {"poisson"} and (summary.status == "ok").all()
+    # the reference solver reproduces the stored solutions (measured 2.5e-8; 40x margin)
+    assert summary.loc[summary.method == "reference", "rel_l2"].max() < 1e-6
+
+    ens("generalize", *poisson, "--study", "superres", "--no-sensitivity", "--out", str(tmp_path / "generalize"),
+        *cache)
+    summary = pd.read_csv(tmp_path / "generalize" / "superres" / "summary.csv")
+    assert {"ens", "ens_residual"} <= set(summary.method) and set(summary.setting) == {"superres"}
+    assert not (tmp_path / "generalize" / "sensitivity").exists()
+
+    # publish refuses, in one line and with exit code 1, a folder that holds no finished run
+    done = subprocess.run([sys.executable, "-m", "ens", "publish", "--results", str(tmp_path / "evaluate")], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stderr.startswith("error: nothing to publish: missing")
+    assert "run `make reproduce` first" in done.stderr and len(done.stderr.strip().splitlines()) == 1

@@ -20,8 +20,18 @@ import pytest
 import torch
 
 from ens.data import CorruptDataError, PDEDataset, file_status, generate, read_manifest, sha256sum, verify
-from ens.experiments import (CHUNK_SIZE, PAIRED_TEST_KEY, PROFILES, SIZES, SPLITS, DatasetSpec,
-                             cross_equation_pairs, dataset_spec, datasets, derive_seed)
+from ens.experiments import (
+    CHUNK_SIZE,
+    PAIRED_TEST_KEY,
+    PROFILES,
+    SIZES,
+    SPLITS,
+    DatasetSpec,
+    cross_equation_pairs,
+    dataset_spec,
+    datasets,
+    derive_seed,
+)
 from ens.pdes import FAMILIES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -347,3 +357,13 @@ def test_reading_one_sample_reads_one_chunk_not_the_file(tmp_path):
     assert read < 0.01 * size, f"read {read} bytes of a {size}-byte file"
     assert x.shape == (1, 32, 32) and float(x.abs().max()) > 0
     assert not torch.equal(ds[0][0], ds[CHUNK_SIZE][0])  # chunks are drawn from different streams
+
+
+def test_parallel_generation_writes_the_bytes_of_a_serial_one(tmp_path):
+    specs = [s for s in datasets("ci", "poisson") if s.split == "test"] + datasets("ci", "navier_stokes", "val")
+    generate(specs, root=tmp_path / "serial", progress=False)
+    actions = generate(specs, root=tmp_path / "parallel", workers=2)
+    assert set(actions.values()) == {"generated"}
+    serial, parallel = (read_manifest(tmp_path / r / "ci")["files"] for r in ("serial", "parallel"))
+    assert {k: v["sha256"] for k, v in serial.items()} == {k: v["sha256"] for k, v in parallel.items()}
+    assert len(parallel) == len(specs)

@@ -13,8 +13,17 @@ from ens import theory
 from ens.data import generate, load_dataset
 from ens.evaluate import STOP_LOWPASS, load_trained, select_stop_lowpass
 from ens.experiments import dataset_spec, datasets
-from ens.generalization import (SHIFT_AXES, STUDIES, _laplacian, alpha_t_sensitivity, condition_numbers,
-                                run_study, sensitivity_study, shift_frame, study_settings)
+from ens.generalization import (
+    SHIFT_AXES,
+    STUDIES,
+    _laplacian,
+    alpha_t_sensitivity,
+    condition_numbers,
+    run_study,
+    sensitivity_study,
+    shift_frame,
+    study_settings,
+)
 from ens.pdes.darcy import fv_matrix
 from ens.solvers import ens_solve
 
@@ -76,10 +85,12 @@ def test_cross_equation_runs_the_other_familys_model_on_the_test_equation(data_r
     got = summ[(summ.family == "poisson") & (summ.method == "ens_residual")].rel_l2.iloc[0]
     assert got == pytest.approx(float(stop.rel_error[-1].mean()), rel=1e-5)
     assert traj[(traj.family == "poisson") & (traj.method == "ens_residual")].iteration.max() <= ens.inference["max_steps"]
-    # resumable: the second call reads the tables instead of running anything
+    # resumable: the second call reads every method's cached run instead of running anything
+    said = []
     again = run_study("cross_equation", "ci", tmp_path, ["poisson", "helmholtz"], budget=BUDGET,
-                      data_root=data_root, checkpoint_root=tmp_path / "no-checkpoints-here")[1]
+                      data_root=data_root, log=said.append)[1]
     pd.testing.assert_frame_equal(again.reset_index(drop=True), summ.reset_index(drop=True), check_dtype=False)
+    assert said == [f"cross_equation: every method read from {tmp_path / 'cross_equation' / 'cache'}"]
 
 
 def test_superres_runs_the_models_on_the_finer_grid(data_root, tmp_path):
@@ -116,7 +127,7 @@ def test_condition_numbers_match_dense_linear_algebra(data_root):
     np.testing.assert_allclose(ev, np.sort(theory.helmholtz_spectrum(12, 0.0).flatten().numpy()), rtol=1e-10)
 
 
-def test_alpha_t_rules(data_root, tmp_path):
+def test_alpha_t_rules(data_root, tmp_path, monkeypatch):
     curves, row = alpha_t_sensitivity("ci", "helmholtz", "k=1", n_samples=3, data_root=data_root)
     ens = load_trained("ci", "helmholtz", "ens")
     assert set(curves.alpha) == {r["alpha"] for r in ens.inference["table"]}
@@ -135,8 +146,12 @@ def test_alpha_t_rules(data_root, tmp_path):
     assert row["residual_rule_rel_l2"] == pytest.approx(float(stop.rel_error[-1].mean()), rel=1e-6)
     # resumable per setting
     cv, ch = sensitivity_study("ci", [("helmholtz", "k=1")], tmp_path, n_samples=3, data_root=data_root)
-    cv2, ch2 = sensitivity_study("ci", [("helmholtz", "k=1")], tmp_path, n_samples=3, data_root=data_root,
-                                 checkpoint_root=tmp_path / "none")
+    import ens.generalization as gen
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the second call should read the tables back")
+    monkeypatch.setattr(gen, "alpha_t_sensitivity", must_not_run)
+    cv2, ch2 = sensitivity_study("ci", [("helmholtz", "k=1")], tmp_path, n_samples=3, data_root=data_root)
     pd.testing.assert_frame_equal(ch, ch2)
     assert ch.validation_rel_l2.iloc[0] == pytest.approx(row["validation_rel_l2"])
 

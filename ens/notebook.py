@@ -1,0 +1,176 @@
+"""The one set-up call of every notebook: checked parameters, output folders, the plot style,
+inline figures, and a provenance record as the notebook's first output.
+
+A notebook starts with::
+
+    nb = notebook.setup("03", profile, results_dir)      # prints where the results come from
+    ...
+    plots.plot_error_vs_time(frame, path=nb.figure("error_vs_time"));
+    ...
+    nb.finish()                                         # adds the wall time to the first output
+
+The provenance record says which commit (and which uncommitted files, if any), when, which
+profile, on which machine and with which library versions the outputs were computed; ``finish``
+updates that first output in place with the notebook's wall time (``update_display``, which
+Jupyter and papermill's executor both apply), so a reader of the executed notebook sees it before
+any result.
+
+Figures are shown inline *and* saved under ``<results_dir>/figures/``. The set-up call switches a
+kernel to the inline backend even when ``MPLBACKEND`` names a non-interactive one (a kernel started
+with ``MPLBACKEND=agg`` would otherwise show no figure at all).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import plots
+from .experiments import PROFILES, check_choice
+from .workers import default_workers
+
+__all__ = ["Notebook", "setup", "provenance", "sig2", "sig3", "PUBLISHED_PATHS"]
+
+_REPO = Path(__file__).resolve().parents[1]
+#: files that ``make publish`` rewrites after an execution; changes to them do not make the
+#: recorded commit "dirty" (they are the outputs, not the code that computed them)
+PUBLISHED_PATHS = ("notebooks/*.ipynb", "reports/", "README.md")
+
+
+def sig3(x) -> str:
+    """Three significant figures, keeping trailing zeros (1.00, 0.240, 119, 6.51e+12); "—" for NaN/None."""
+    return f"{x:#.3g}".rstrip(".") if x is not None and x == x else "—"
+
+
+def sig2(x) -> str:
+    """Two significant figures: the precision of the tables nbval checks (float32 iterative
+    methods run with another thread count or CPU round differently in the third digit)."""
+    return f"{x:#.2g}".rstrip(".") if x is not None and x == x else "—"
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=_REPO, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.rstrip() if out.returncode == 0 else None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def provenance(profile: str) -> dict:
+    """Where the outputs come from: commit, uncommitted code files, UTC date, profile, machine
+    (CPU model and cores, torch threads, GPU if any), Python, torch and neuraloperator versions."""
+    import neuralop
+
+    commit = _git("rev-parse", "--short=12", "HEAD")
+    changed = []
+    if commit:
+        status = _git("status", "--porcelain", "--untracked-files=no") or ""
+        published = [p.rstrip("/") for p in PUBLISHED_PATHS]
+        for line in status.splitlines():
+            path = line[3:].split(" -> ")[-1]
+            if not any(Path(path).match(p) or path.startswith(p + "/") or path == p for p in published):
+                changed.append(path)
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"commit": commit or "unknown (not a git checkout)", "uncommitted": changed,
+            "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "profile": profile,
+            "machine": f"{_cpu_model()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
+                       f"{default_workers()} worker processes for the method runs"
+                       + (f", GPU {gpu}" if gpu else ", no GPU"),
+            "python": platform.python_version(), "torch": torch.__version__, "neuraloperator": neuralop.__version__}
+
+
+def _markdown(record: dict, wall_time_s: float | None) -> str:
+    changed = record["uncommitted"]
+    code = record["commit"] + (f" with uncommitted changes to {', '.join(changed[:4])}"
+                               + (f" and {len(changed) - 4} more files" if len(changed) > 4 else "")
+                               if changed else "")
+    wall = f"{wall_time_s:.0f} s" if wall_time_s is not None else "running…"
+    return (f"**Provenance.** profile `{record['profile']}` · commit `{code}` · {record['date']} · "
+            f"{record['machine']} · Python {record['python']}, torch {record['torch']}, "
+            f"neuraloperator {record['neuraloperator']} · wall time {wall}")
+
+
+def _inline_figures() -> None:
+    """Switch an IPython kernel to the inline backend (a no-op outside IPython)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None and type(shell).__name__ == "ZMQInteractiveShell":
+        shell.run_line_magic("matplotlib", "inline")
+
+
+@dataclass
+class Notebook:
+    """What :func:`setup` returns: the notebook's number, profile, folders and provenance."""
+
+    number: str
+    profile: str
+    results_dir: Path
+    record: dict
+    started: float = field(default_factory=time.perf_counter)
+    _display: object = None
+
+    @property
+    def figures(self) -> Path:
+        return self.results_dir / "figures"
+
+    def figure(self, name: str) -> Path:
+        """Path of a figure of this notebook: ``<results_dir>/figures/<number>_<name>.png``."""
+        return self.figures / f"{self.number}_{name}.png"
+
+    def tables(self) -> Path:
+        """This notebook's table folder ``<results_dir>/<number>_<profile>/``."""
+        return self.results_dir / f"{self.number}_{self.profile}"
+
+    def cache(self) -> Path:
+        """The evaluation cache shared by every notebook, ``<results_dir>/cache/`` (see
+        :func:`ens.evaluate.evaluate_profile`: content-keyed, never stale)."""
+        return self.results_dir / "cache"
+
+    def finish(self) -> float:
+        """Print the wall time and write it into the provenance output; returns it in seconds."""
+        elapsed = time.perf_counter() - self.started
+        if self._display is not None:
+            from IPython.display import Markdown
+            self._display.update(Markdown(_markdown(self.record, elapsed)))
+        print(f"notebook run time: {elapsed:.0f} s")
+        return elapsed
+
+
+def setup(number: str, profile: str, results_dir) -> Notebook:
+    """Check ``profile``, create ``<results_dir>/figures``, apply the plot style, switch to inline
+    figures and display the provenance record (updated by :meth:`Notebook.finish`)."""
+    check_choice("profile", profile, PROFILES)
+    nb = Notebook(number, profile, Path(results_dir), provenance(profile))
+    nb.figures.mkdir(parents=True, exist_ok=True)
+    plots.set_style()
+    _inline_figures()
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+    except ImportError:
+        get_ipython = None
+    if get_ipython is not None and get_ipython() is not None:
+        nb._display = display(Markdown(_markdown(nb.record, None)), display_id=True)
+    else:
+        print(_markdown(nb.record, None))
+    return nb

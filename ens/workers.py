@@ -1,0 +1,80 @@
+"""Independent jobs on several CPU cores: a pool of worker processes, one torch thread each.
+
+On a small CPU, two processes with one thread each finish independent evaluation runs sooner than
+one process with two threads (measured on the 2-core project machine: 1.5--2x thread scaling for
+the networks and residuals at ``S = 64``, against ~2x for two processes). :func:`map_jobs` runs
+picklable jobs in ``spawn``-started workers (never ``fork``: torch's thread pools do not survive
+it), each with ``threads`` torch threads, and returns their results in job order; with
+``workers <= 1`` it runs them in this process, one after another, with the same thread count, so
+the numbers are the same either way (each job is deterministic and independent of the others).
+A job that raises re-raises here; the remaining jobs are cancelled.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+import torch
+from tqdm.auto import tqdm
+
+__all__ = ["default_workers", "map_jobs"]
+
+
+def default_workers() -> int:
+    """``$ENS_WORKERS`` if set, else the number of CPU cores (one torch thread per worker)."""
+    value = os.environ.get("ENS_WORKERS")
+    if value is None:
+        return os.cpu_count() or 1
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"expected ENS_WORKERS to be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _init(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def map_jobs(fn: Callable, jobs: Sequence, *, workers: int = 1, threads: int = 1, progress: bool = False,
+             desc: str = "jobs") -> list:
+    """``[fn(job) for job in jobs]``, run by ``workers`` processes of ``threads`` torch threads.
+
+    ``fn`` must be importable (a module-level function) and ``jobs`` picklable. ``progress``
+    shows a ``tqdm.auto`` bar of finished jobs.
+    """
+    for name, val in (("workers", workers), ("threads", threads)):
+        if not isinstance(val, int) or isinstance(val, bool) or val < 1:
+            raise ValueError(f"expected {name} to be a positive int, got {val!r}")
+    jobs = list(jobs)
+    bar = tqdm(total=len(jobs), desc=desc, unit="job", disable=not progress or not jobs)
+    if workers == 1 or len(jobs) <= 1:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            out = []
+            for job in jobs:
+                out.append(fn(job))
+                bar.update()
+            return out
+        finally:
+            torch.set_num_threads(before)
+            bar.close()
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_init,
+                             initargs=(threads,)) as pool:
+        futures = [pool.submit(fn, job) for job in jobs]
+        pending = set(futures)
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                bar.update(len(done))
+                for f in done:
+                    if f.exception() is not None:
+                        raise f.exception()
+        finally:
+            for f in pending:
+                f.cancel()
+            bar.close()
+        return [f.result() for f in futures]
