@@ -140,8 +140,11 @@ def readme_blocks(report_dir: Path | None = None) -> dict[str, str]:
     """The README's generated blocks, rendered from the published tables in ``report_dir``
     (default ``reports/default/`` of the checkout)."""
     d = Path(report_dir) if report_dir is not None else _REPO / REPORT_DIR
-    read = {name: pd.read_csv(d / name) for name in TABLES}
-    studies = [read[n] for n in ("04_zero_shot.csv", "04_cross_equation.csv", "04_superres.csv")]
+    return _blocks({name: pd.read_csv(d / name) for name in TABLES})
+
+
+def _blocks(read: dict[str, pd.DataFrame]) -> dict[str, str]:
+    studies = [read[f"04_{study}.csv"].assign(study=study) for study in ("zero_shot", "cross_equation", "superres")]
     return {"validation": _validation(read["02_validation.csv"]), "comparison": _comparison(read["03_summary.csv"]),
             "generalisation": _generalisation(studies, read["04_sensitivity.csv"]),
             "times": _times(read["times.csv"])}
@@ -178,15 +181,16 @@ def publish(results_dir="results", repo: Path | None = None, log=print) -> None:
                                 f"run `make reproduce` first")
     for path in executed:
         check_executed_notebook(path)
+    # everything is read and rendered before anything is written
+    tables = {name: _times_table(results) if rel == "times.csv" else pd.read_csv(results / rel)
+              for name, rel in TABLES.items()}
+    readme = repo / "README.md"
+    text = render_readme(readme.read_text(), _blocks(tables))
     out = repo / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
-    _times_table(results).to_csv(out / "times.csv", index=False)
-    for name, rel in TABLES.items():
-        if rel != "times.csv":
-            shutil.copyfile(results / rel, out / name)
-    blocks = readme_blocks(out)
-    readme = repo / "README.md"
-    readme.write_text(render_readme(readme.read_text(), blocks))
+    for name, table in tables.items():
+        table.to_csv(out / name, index=False)
+    readme.write_text(text)
     for src, path in zip(sources, executed):
         shutil.copyfile(path, src.with_suffix(".ipynb"))
     log(f"published {len(executed)} notebooks, {len(TABLES)} tables in {out} and the README's result tables")
