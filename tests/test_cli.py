@@ -121,16 +121,18 @@ def test_train_writes_a_checkpoint_and_reports_the_choice(root, tmp_path, capsys
     assert "exists, nothing to do" in capsys.readouterr().out
 
 
-def test_generalize_writes_resumable_study_tables(root, tmp_path, capsys):
+def test_generalize_writes_resumable_study_tables(root, tmp_path, capfd):
+    # capfd, not capsys: with several workers the per-run lines are printed by the worker processes
     args = ["generalize", "--profile", "ci", "--study", "superres", "--family", "poisson", "--no-sensitivity",
-            "--root", str(root), "--out", str(tmp_path)]
+            "--root", str(root), "--out", str(tmp_path), "--cache", str(tmp_path / "cache")]
     assert main(args) == 0
-    out = capsys.readouterr().out
+    out = capfd.readouterr().out
     assert "poisson -> poisson/superres ens_residual" in out and f"wrote {tmp_path}/" in out
     assert (tmp_path / "superres" / "trajectories" / "poisson_superres.csv").exists()
     assert (tmp_path / "superres" / "summary.csv").exists() and not (tmp_path / "sensitivity").exists()
-    assert main(args) == 0  # the second run reads the tables back
-    assert "ens_residual" in capsys.readouterr().out
+    assert main(args) == 0  # the second run reads every method's run back from the cache
+    out = capfd.readouterr().out
+    assert "superres: every method read from" in out and "ens_residual" in out
 
 
 # ---- every subcommand end to end, as a user runs it ----------------------------------------------
