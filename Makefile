@@ -16,8 +16,8 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.py))
 # as committed and `make publish` can commit them as they are
 NB_PARAMS := $(if $(filter-out default,$(PROFILE)),-p profile $(PROFILE)) \
              $(if $(filter-out results,$(RESULTS)),-p results_dir "$(abspath $(RESULTS))")
-# No MPLBACKEND here (nor anywhere a kernel inherits it): a notebook kernel needs its inline backend
-# to put figures into the notebook. ens.notebook.setup switches to it even if MPLBACKEND is set.
+# No matplotlib backend is exported here (nor anywhere a kernel inherits it): a notebook kernel
+# needs its inline backend to put figures into the notebook; ens.notebook.setup switches to it.
 export PYTHONHASHSEED := 0
 
 .PHONY: setup test reproduce publish references data sync lab clean help

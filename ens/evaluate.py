@@ -18,6 +18,7 @@ the data were made) is a row of every table: what a user would run instead.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -28,7 +29,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .data import file_status, generate, load_dataset
+from .data import data_root as _data_root
+from .data import file_status, generate, load_dataset, read_manifest, sha256sum
 from .experiments import EVALUATION, ILL_CONDITIONED, check_choice, dataset_spec, in_distribution_setting
 from .models import Checkpoint, load_checkpoint
 from .solvers import (
@@ -41,12 +43,13 @@ from .solvers import (
     test_time_optimisation,
 )
 from .train import checkpoint_path, evaluate_split
+from .workers import map_jobs, run_threads
 
 __all__ = ["load_trained", "history_frame", "iterate_loss_frame", "iterate_errors", "ens_vs_surrogate",
            "METHODS", "methods_for", "select_tto", "run_setting", "summary_table", "equal_time_table",
            "comparison_settings", "evaluate_profile", "shipped_families", "require_shipped", "ENS_RESIDUAL",
            "STOP_LOWPASS", "select_stop_lowpass", "run_key", "cached_choice",
-           "tto_selection"]
+           "tto_selection", "split_setting", "test_spec"]
 
 #: every method of the comparison, in table order
 METHODS = ("reference", "surrogate", "ens", "gd", "gauss_newton", "newton", "tto")
@@ -271,7 +274,7 @@ def run_setting(profile: str, family: str, setting: str, methods=None, *, budget
     :func:`select_stop_lowpass`).
     """
     b = _budget(profile, budget)
-    test_family, test_setting = setting.split(":", 1) if ":" in setting else (family, setting)
+    test_family, test_setting = split_setting(family, setting)
     spec = dataset_spec(profile, test_family, "test", test_setting)
     methods = list(methods or methods_for(test_family))
     for m in methods:
@@ -389,19 +392,14 @@ def _write_csv(df: pd.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
+@functools.lru_cache(maxsize=1)
 def _code_digest() -> str:
-    """sha256 of the ``ens`` package's source files (part of every cache key)."""
-    global _CODE_DIGEST
-    if _CODE_DIGEST is None:
-        h = hashlib.sha256()
-        pkg = Path(__file__).resolve().parent
-        for f in sorted(pkg.rglob("*.py")):
-            h.update(f.relative_to(pkg).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
-        _CODE_DIGEST = h.hexdigest()
-    return _CODE_DIGEST
-
-
-_CODE_DIGEST: str | None = None
+    """sha256 of the ``ens`` package's source files (part of every cache key; read once per process)."""
+    h = hashlib.sha256()
+    pkg = Path(__file__).resolve().parent
+    for f in sorted(pkg.rglob("*.py")):
+        h.update(f.relative_to(pkg).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
 
 
 def run_key(profile: str, family: str, setting: str, method: str, *, budget: dict | None = None,
@@ -412,17 +410,15 @@ def run_key(profile: str, family: str, setting: str, method: str, *, budget: dic
     key compute the same thing, so :func:`evaluate_profile` reuses a cached one; any change to
     code, checkpoints, data or budget gives a new key (a stale result is never reused).
     ``threads`` is the torch thread count of the run (default: this process's)."""
-    from .data import data_root as _data_root
-    from .data import read_manifest
     b = _budget(profile, budget)
     b = {k: b[k] for k in _BUDGET_KEYS.get(method, tuple(b))}  # unknown runs: the whole budget
-    spec = _test_spec(profile, family, setting)
+    spec = test_spec(profile, family, setting)
     entry = read_manifest(_data_root(data_root) / profile)["files"].get(spec.path, {})
     parts = {"code": _code_digest(), "torch": str(torch.__version__), "threads": threads or torch.get_num_threads(),
              "device": str(torch.device(device)), "profile": profile, "model_family": family,
              "test": spec.to_dict(), "data_sha256": entry.get("sha256"), "method": method,
              "budget": {k: list(v) if isinstance(v, tuple) else v for k, v in b.items()},
-             "checkpoints": [_file_digest(checkpoint_path(profile, family, k, checkpoint_root))
+             "checkpoints": [sha256sum(checkpoint_path(profile, family, k, checkpoint_root))
                              for k in ("ens", "surrogate")]}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -438,15 +434,16 @@ _BUDGET_KEYS = {"reference": _SAMPLES, "surrogate": _SAMPLES, "ens": _SAMPLES, "
                 "alpha_t_sensitivity": ("n_sensitivity",)}
 
 
-def _test_spec(profile: str, family: str, setting: str):
-    """The test set of ``setting`` (``"<setting>"`` of ``family``, or ``"<test family>:<setting>"``)."""
-    test_family, test_setting = setting.split(":", 1) if ":" in setting else (family, setting)
+def split_setting(family: str, setting: str) -> tuple[str, str]:
+    """``(test family, test setting)`` of a setting label: ``"<setting>"`` of the model's ``family``,
+    or ``"<test family>:<setting>"`` for a cross-equation test."""
+    return tuple(setting.split(":", 1)) if ":" in setting else (family, setting)
+
+
+def test_spec(profile: str, family: str, setting: str):
+    """The test set's :class:`ens.experiments.DatasetSpec` of a setting label (:func:`split_setting`)."""
+    test_family, test_setting = split_setting(family, setting)
     return dataset_spec(profile, test_family, "test", test_setting)
-
-
-def _file_digest(path: Path) -> str:
-    from .data import sha256sum
-    return sha256sum(path)
 
 
 def cached_choice(select, profile: str, family: str, cache_dir, *, budget: dict | None = None, checkpoint_root=None,
@@ -477,7 +474,7 @@ def tto_selection(profile: str, families, cache_dir, *, workers: int = 1, **kwar
     them), with the chosen ``lr`` and ``steps`` per family."""
     frames = []
     for family in families:
-        choice, table = cached_choice(select_tto, profile, family, cache_dir, threads=_threads(workers), **kwargs)
+        choice, table = cached_choice(select_tto, profile, family, cache_dir, threads=run_threads(workers), **kwargs)
         frames.append(table.assign(family=family, chosen_lr=choice["lr"], chosen_steps=choice["steps"]))
     return pd.concat(frames, ignore_index=True)
 
@@ -494,11 +491,6 @@ def _method_job(job: dict) -> None:
 
 def _choice_job(job: dict):
     return cached_choice(job["select"], job["profile"], job["family"], job["cache"], **job["key_args"])[0]
-
-
-def _threads(workers: int) -> int:
-    """Torch threads of each run: this process's when it runs them itself, one per worker process."""
-    return torch.get_num_threads() if workers == 1 else 1
 
 
 #: relative cost of a method (for scheduling the longest jobs first)
@@ -528,24 +520,23 @@ def evaluate_profile(profile: str, out_dir, families=None, settings=None, *, ext
     :func:`run_setting`. ``progress`` shows a ``tqdm.auto`` bar of finished jobs. ``log`` gets a
     line per run (with ``workers > 1`` it is called in the worker processes: ``print`` works there,
     a collector in this process sees nothing). Returns ``(trajectories, summary)``."""
-    from .workers import map_jobs
     out = Path(out_dir)
     cache = Path(cache_dir) if cache_dir is not None else out / "cache"
     (out / "trajectories").mkdir(parents=True, exist_ok=True)
     cache.mkdir(parents=True, exist_ok=True)
-    threads = _threads(workers)
+    threads = run_threads(workers)
     key_args = {"budget": budget, "checkpoint_root": checkpoint_root, "data_root": data_root, "device": device,
                 "threads": threads}
     settings = list(settings or comparison_settings(families))
     # missing data (test sets, validation sets for the choices) are generated first, in parallel,
     # before their checksums enter the keys
-    specs = {_test_spec(profile, f, s) for f, s in settings}
+    specs = {test_spec(profile, f, s) for f, s in settings}
     specs |= {dataset_spec(profile, f, "val", in_distribution_setting(f)) for f, _ in settings}
     missing = [spec for spec in sorted(specs, key=lambda sp: sp.path) if file_status(spec, data_root) == "missing"]
     generate(missing, root=data_root, workers=workers)
     plan = []  # (family, setting, stem, {method: cache path})
     for family, setting in settings:
-        test_family = setting.split(":", 1)[0] if ":" in setting else family
+        test_family = split_setting(family, setting)[0]
         stem = f"{family}_{setting.replace(':', '--')}"
         methods = methods_for(test_family) + list(extra_methods)
         plan.append((family, setting, stem,
@@ -560,10 +551,10 @@ def evaluate_profile(profile: str, out_dir, families=None, settings=None, *, ext
                       workers=workers, threads=threads, progress=progress, desc="validation choices")
     choice = dict(zip(needs, chosen))
 
-    def cost(item):
+    def cost(item):  # the state's size times the method's relative cost
         family, setting, method, _ = item
-        periodic = family in ("navier_stokes", "kolmogorov")
-        return -(_COST.get(method, 0.1) * (20 if periodic else 1) * (4 if setting == "superres" else 1))
+        spec = test_spec(profile, family, setting)
+        return -_COST.get(method, 0.1) * spec.pde().out_channels * spec.resolution ** 2
 
     jobs = [{"profile": profile, "family": family, "setting": setting, "method": method, "budget": budget,
              "checkpoint_root": checkpoint_root, "data_root": data_root, "device": device,

@@ -56,7 +56,8 @@ Sizes per profile (``SIZES``; a profile changes sizes, never the code path):
   Every test set (shifted and ``superres`` included) holds 32 samples, one generation chunk:
   exactly the samples the evaluation reads (``EVALUATION["default"]["n_samples"]``). Since each
   chunk has its own random stream, they are the first 32 samples of the 200- or 100-sample test
-  sets of earlier versions, bit for bit, at a sixth of the generation time.
+  sets of earlier versions (checked bit for bit for Poisson, Helmholtz and nonlinear Helmholtz),
+  with a sixth (elliptic) or a third (Navier--Stokes, Kolmogorov) of the samples to generate.
   Measured times are in the README.
 * ``paper``: S = 128, the reference sizes: 10 000 train / 1000 val / 1000 test for the elliptic
   families, 1000 / 200 / 200 for Navier--Stokes and Kolmogorov. Meant for a GPU

@@ -39,16 +39,17 @@ import pandas as pd
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from .data import load_dataset
+from .data import file_status, generate, load_dataset
 from .evaluate import (
     ENS_RESIDUAL,
-    _threads,
     _write_csv,
     cached_choice,
     evaluate_profile,
     load_trained,
     run_key,
     select_stop_lowpass,
+    split_setting,
+    test_spec,
 )
 from .experiments import (
     CROSS_EQUATION,
@@ -61,7 +62,7 @@ from .experiments import (
 )
 from .pdes import FAMILIES
 from .solvers import ens_solve
-from .workers import map_jobs
+from .workers import map_jobs, run_threads
 
 __all__ = ["STUDIES", "SHIFT_AXES", "study_settings", "run_study", "shift_frame", "condition_numbers",
            "alpha_t_sensitivity", "sensitivity_settings", "sensitivity_study", "advantage_vs_condition"]
@@ -109,10 +110,6 @@ def study_settings(study: str, families=None, profile: str = "ci") -> list[tuple
         return [(train, f"{test}:{setting}") for train, test, setting in CROSS_EQUATION
                 if train in families and test in families]
     return [(f, "superres") for f in families if "superres" in _test_sets(profile, f)]
-
-
-def _split(family: str, setting: str) -> tuple[str, str]:
-    return tuple(setting.split(":", 1)) if ":" in setting else (family, setting)
 
 
 def run_study(study: str, profile: str, out_dir, families=None, *, budget: dict | None = None,
@@ -171,7 +168,7 @@ def condition_numbers(profile: str, settings, n_samples: int = 4, data_root=None
     elliptic operator; see notebook 03)."""
     rows = []
     for family, setting in settings:
-        test_family, test_setting = _split(family, setting)
+        test_family, test_setting = split_setting(family, setting)
         spec = dataset_spec(profile, test_family, "test", test_setting)
         pde, S, kappa = spec.pde(), spec.resolution, math.nan
         if test_family in ("poisson", "helmholtz"):
@@ -217,7 +214,7 @@ def alpha_t_sensitivity(profile: str, family: str, setting: str, *, n_samples: i
     ``stop_lowpass`` chosen on validation data when not given) and the oracle (the grid's best
     point, which reads the test labels)."""
     ens = load_trained(profile, family, "ens", checkpoint_root)
-    test_family, test_setting = _split(family, setting)
+    test_family, test_setting = split_setting(family, setting)
     spec = dataset_spec(profile, test_family, "test", test_setting)
     n = n_samples or EVALUATION[profile]["n_sensitivity"]
     c, u = load_dataset(spec, data_root, True).tensors(0, n)
@@ -274,12 +271,16 @@ def sensitivity_study(profile: str, settings, out_dir, *, n_samples: int | None 
     out = Path(out_dir) / "sensitivity"
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(cache_dir) if cache_dir is not None else Path(out_dir) / "cache"
-    threads = _threads(workers)
+    threads = run_threads(workers)
     kw = {"checkpoint_root": checkpoint_root, "data_root": data_root, "device": device}
+    settings = list(settings)
+    # missing test and validation sets are generated first (in parallel), before their checksums enter the keys
+    specs = {test_spec(profile, f, s) for f, s in settings}
+    specs |= {dataset_spec(profile, f, "val", in_distribution_setting(f)) for f, _ in settings}
+    generate([sp for sp in sorted(specs, key=lambda sp: sp.path) if file_status(sp, data_root) == "missing"],
+             root=data_root, workers=workers)
     paths, jobs = [], []
     for family, setting in settings:
-        test_family, test_setting = _split(family, setting)
-        load_dataset(dataset_spec(profile, test_family, "test", test_setting), data_root, True)
         key = run_key(profile, family, setting, "alpha_t_sensitivity",
                       budget={"n_sensitivity": n_samples} if n_samples else None, threads=threads, **kw)
         path = out / f"{family}_{setting.replace(':', '--')}_{key}.csv"
@@ -287,8 +288,6 @@ def sensitivity_study(profile: str, settings, out_dir, *, n_samples: int | None 
         if not (path.exists() and paths[-1][1].exists()):
             jobs.append({"profile": profile, "family": family, "setting": setting, "n_samples": n_samples,
                          "paths": paths[-1], **kw})
-    for family in sorted({job["family"] for job in jobs}):
-        load_dataset(dataset_spec(profile, family, "val", in_distribution_setting(family)), data_root, True)
     lowpass = {family: cached_choice(select_stop_lowpass, profile, family, cache, threads=threads, **kw)[0]
                for family in sorted({job["family"] for job in jobs})}
     for job in jobs:

@@ -107,17 +107,6 @@ def _markdown(record: dict, wall_time_s: float | None) -> str:
             f"neuraloperator {record['neuraloperator']} · wall time {wall}")
 
 
-def _inline_figures() -> None:
-    """Switch an IPython kernel to the inline backend (a no-op outside IPython)."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return
-    shell = get_ipython()
-    if shell is not None and type(shell).__name__ == "ZMQInteractiveShell":
-        shell.run_line_magic("matplotlib", "inline")
-
-
 @dataclass
 class Notebook:
     """What :func:`setup` returns: the notebook's number, profile, folders and provenance."""
@@ -163,13 +152,15 @@ def setup(number: str, profile: str, results_dir) -> Notebook:
     nb = Notebook(number, profile, Path(results_dir), provenance(profile))
     nb.figures.mkdir(parents=True, exist_ok=True)
     plots.set_style()
-    _inline_figures()
     try:
         from IPython import get_ipython
         from IPython.display import Markdown, display
+        shell = get_ipython()
     except ImportError:
-        get_ipython = None
-    if get_ipython is not None and get_ipython() is not None:
+        shell = None
+    if shell is not None and type(shell).__name__ == "ZMQInteractiveShell":
+        shell.run_line_magic("matplotlib", "inline")  # even if MPLBACKEND names a non-interactive one
+    if shell is not None:
         nb._display = display(Markdown(_markdown(nb.record, None)), display_id=True)
     else:
         print(_markdown(nb.record, None))

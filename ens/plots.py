@@ -261,9 +261,7 @@ def plot_iterate_errors(frame: pd.DataFrame, path: str | Path | None = None) -> 
     """Validation rel L2 of each ENS iterate against the surrogate's (dashed), one panel per family."""
     _require(frame, ["family", "method", "iteration", "rel_l2"], "plot_iterate_errors")
     families = list(dict.fromkeys(frame.family))
-    ncol = min(3, len(families))
-    nrow = -(-len(families) // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 2.8 * nrow), squeeze=False)
+    fig, axes = _grid(len(families), 3, 3.6, 2.8)
     for ax, fam in zip(axes.flat, families):
         df = frame[frame.family == fam]
         ens = df[df.method == "ens"]
@@ -307,9 +305,7 @@ def plot_tto_selection(table: pd.DataFrame, path: str | Path | None = None) -> m
     _require(table, ["family", "lr", "iteration", "val_rel_l2", "val_rel_residual", "chosen_lr", "chosen_steps"],
              "plot_tto_selection")
     families = list(dict.fromkeys(table.family))
-    ncol = min(3, len(families))
-    nrow = -(-len(families) // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.2 * nrow), squeeze=False)
+    fig, axes = _grid(len(families), 3, 4.2, 3.2)
     lrs = sorted(table.lr.unique())
     colours = dict(zip(lrs, sns.color_palette("flare", len(lrs))))
     for ax, family in zip(axes.flat, families):
@@ -349,6 +345,13 @@ def setting_label(frame: pd.DataFrame) -> pd.Series:
     return label
 
 
+def _grid(n_panels: int, max_columns: int, width: float, height: float):
+    """``(fig, axes)``: ``n_panels`` panels of ``width x height`` inches, at most ``max_columns`` a row."""
+    ncol = min(max_columns, n_panels)
+    nrow = -(-n_panels // ncol)
+    return plt.subplots(nrow, ncol, figsize=(width * ncol, height * nrow), squeeze=False)
+
+
 def _finish_panels(fig, axes, n_used: int, path, max_columns: int | None = None) -> matplotlib.figure.Figure:
     """Hide the unused panels, put one legend of every panel's entries above the figure, save."""
     for ax in axes.flat[n_used:]:
@@ -371,9 +374,7 @@ def _panels(frame: pd.DataFrame, x: str, xlabel: str, path, xscale="log") -> mat
     frame = frame[frame.method != "reference"]
     frame = frame.assign(panel=setting_label(frame), label=frame.method.map(COMPARISON_LABELS).fillna(frame.method))
     panels = list(dict.fromkeys(frame.panel))
-    ncol = min(3, len(panels))
-    nrow = -(-len(panels) // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.8 * ncol, 3.0 * nrow), squeeze=False)
+    fig, axes = _grid(len(panels), 3, 3.8, 3.0)
     order = [COMPARISON_LABELS[m] for m in COMPARISON_LABELS if COMPARISON_LABELS[m] in set(frame.label)]
     palette = _PALETTE
     for ax, panel in zip(axes.flat, panels):
@@ -414,9 +415,7 @@ def plot_shift(frame: pd.DataFrame, path: str | Path | None = None) -> matplotli
     frame = frame[frame.method != "reference"].assign(label=lambda d: d.method.map(COMPARISON_LABELS).fillna(d.method))
     axes_names = list(dict.fromkeys(frame.axis))
     order = [lab for lab in COMPARISON_LABELS.values() if lab in set(frame.label)]
-    ncol = min(3, len(axes_names))
-    nrow = -(-len(axes_names) // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 3.0 * nrow), squeeze=False)
+    fig, axes = _grid(len(axes_names), 3, 3.6, 3.0)
     for ax, name in zip(axes.flat, axes_names):
         df = frame[frame.axis == name]
         values = list(dict.fromkeys(df.value))
@@ -470,9 +469,7 @@ def plot_alpha_t_sensitivity(curves: pd.DataFrame, choices: pd.DataFrame,
                        "oracle_T", "oracle_rel_l2"], "plot_alpha_t_sensitivity")
     curves, choices = curves.assign(panel=setting_label(curves)), choices.assign(panel=setting_label(choices))
     panels = list(dict.fromkeys(curves.panel))
-    ncol = min(4, len(panels))
-    nrow = -(-len(panels) // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.3 * ncol, 2.7 * nrow), squeeze=False)
+    fig, axes = _grid(len(panels), 4, 3.3, 2.7)
     alphas = sorted(curves.alpha.unique())
     colours = dict(zip(alphas, sns.color_palette("flare", len(alphas))))
     for ax, panel in zip(axes.flat, panels):

@@ -25,6 +25,7 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 
+from .experiments import in_distribution_setting
 from .notebook import sig2, sig3
 
 __all__ = ["TABLES", "REPORT_DIR", "publish", "readme_blocks", "render_readme", "check_executed_notebook"]
@@ -110,7 +111,7 @@ def _generalisation(studies: list[pd.DataFrame], choices: pd.DataFrame) -> str:
     for summary in studies:
         summary = summary.astype({"setting": str})
         for key, g in summary.groupby(["family", "test_family", "setting"], sort=False):
-            if g.study.iloc[0] == "zero_shot" and key[2] in _in_distribution(key[0]):
+            if g.study.iloc[0] == "zero_shot" and key[2] == in_distribution_setting(key[0]):
                 continue  # the in-distribution rows are notebook 03's table
             by = g.set_index("method").rel_l2
             others = {m: v for m, v in by.items() if m not in ("ens", "ens_residual", "reference", "surrogate")}
@@ -123,11 +124,6 @@ def _generalisation(studies: list[pd.DataFrame], choices: pd.DataFrame) -> str:
             lines.append(f"| {_setting(g.iloc[0])} | " + " | ".join(text) + f" | {sig2(oracle.get(key))} | "
                          + (f"**{best_other}**" if other == best else best_other) + " |")
     return "\n".join(lines)
-
-
-def _in_distribution(family: str) -> tuple[str, ...]:
-    from .experiments import in_distribution_setting
-    return (in_distribution_setting(family),)
 
 
 def _times(times: pd.DataFrame) -> str:

@@ -1,8 +1,9 @@
 """Independent jobs on several CPU cores: a pool of worker processes, one torch thread each.
 
-On a small CPU, two processes with one thread each finish independent evaluation runs sooner than
-one process with two threads (measured on the 2-core project machine: 1.5--2x thread scaling for
-the networks and residuals at ``S = 64``, against ~2x for two processes). :func:`map_jobs` runs
+Measured on the 2-core project machine at ``S = 64``: two threads run one evaluation job 1.5--2.1x
+faster than one thread; two one-thread jobs side by side each run at 0.87--1.08x their speed
+alone, so two workers finish a batch of independent jobs somewhat sooner (about 15 % over a whole
+``make reproduce``). :func:`map_jobs` runs
 picklable jobs in ``spawn``-started workers (never ``fork``: torch's thread pools do not survive
 it), each with ``threads`` torch threads, and returns their results in job order; with
 ``workers <= 1`` it runs them in this process, one after another, with the same thread count, so
@@ -20,7 +21,7 @@ from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 import torch
 from tqdm.auto import tqdm
 
-__all__ = ["default_workers", "map_jobs"]
+__all__ = ["default_workers", "run_threads", "map_jobs"]
 
 
 def default_workers() -> int:
@@ -31,6 +32,12 @@ def default_workers() -> int:
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"expected ENS_WORKERS to be a positive integer, got {value!r}")
     return int(value)
+
+
+def run_threads(workers: int) -> int:
+    """Torch threads of each job: this process's own when it runs the jobs itself (``workers = 1``),
+    one in every worker process otherwise (part of the jobs' cache keys: results depend on it)."""
+    return torch.get_num_threads() if workers == 1 else 1
 
 
 def _init(threads: int) -> None:
