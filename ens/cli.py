@@ -32,6 +32,7 @@ from pathlib import Path
 
 from .experiments import PROFILES, SPLITS, STUDIES, datasets
 from .pdes import FAMILIES
+from .workers import default_workers, tune_allocator
 
 __all__ = ["main", "run", "build_parser"]
 
@@ -211,7 +212,6 @@ def _cache(args) -> Path:
 
 
 def _workers(args) -> int:
-    from .workers import default_workers
     return args.workers or default_workers()
 
 
@@ -276,6 +276,7 @@ def _study(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
+    tune_allocator()
     if args.command == "train":
         return _train(args)
     if args.command == "study":

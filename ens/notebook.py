@@ -34,7 +34,7 @@ import torch
 
 from . import plots
 from .experiments import PROFILES, check_choice
-from .workers import default_workers
+from .workers import default_workers, tune_allocator
 
 __all__ = ["Notebook", "setup", "provenance", "sig2", "sig3", "PUBLISHED_PATHS"]
 
@@ -149,6 +149,7 @@ def setup(number: str, profile: str, results_dir) -> Notebook:
     """Check ``profile``, create ``<results_dir>/figures``, apply the plot style, switch to inline
     figures and display the provenance record (updated by :meth:`Notebook.finish`)."""
     check_choice("profile", profile, PROFILES)
+    tune_allocator()
     nb = Notebook(number, profile, Path(results_dir), provenance(profile))
     nb.figures.mkdir(parents=True, exist_ok=True)
     plots.set_style()

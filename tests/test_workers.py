@@ -1,5 +1,9 @@
 """ens.workers: jobs in spawned processes give the results of running them here, in job order."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -41,3 +45,31 @@ def test_bad_arguments_are_refused(monkeypatch):
         default_workers()
     monkeypatch.setenv("ENS_WORKERS", "3")
     assert default_workers() == 3
+
+
+_ALLOC_SCRIPT = """
+import hashlib, sys, torch
+from ens.workers import tune_allocator
+print(tune_allocator())
+from ens.pdes import get_pde
+from ens.solvers import _common as cm
+pde = get_pde("navier_stokes")
+g = torch.Generator().manual_seed(0)
+c = pde.sample_inputs(2, 64, g, dtype=torch.float32)
+u = torch.randn(2, pde.out_channels, 64, 64, generator=g)
+r, pullback = cm.residual_and_pullback(pde, c, u)
+outs = [r, pullback(r), cm.jvp(pde, c, u, r)]
+print(hashlib.sha256(b"".join(o.numpy().tobytes() for o in outs)).hexdigest())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's")
+def test_tune_allocator_changes_no_result():
+    """Tuned and default allocator give bit-identical residuals, VJPs and JVPs; ENS_MALLOC=default opts out."""
+    def run(env):
+        out = subprocess.run([sys.executable, "-c", _ALLOC_SCRIPT], capture_output=True, text=True, check=True,
+                             env={**os.environ, **env}).stdout.split()
+        return out[0], out[1]
+    tuned, default = run({}), run({"ENS_MALLOC": "default"})
+    assert (tuned[0], default[0]) == ("True", "False")
+    assert tuned[1] == default[1]
