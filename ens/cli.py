@@ -239,13 +239,13 @@ def _evaluate(args) -> int:
 def _generalize(args) -> int:
     import pandas as pd
 
-    from .generalization import run_study, sensitivity_settings, sensitivity_study, study_settings
+    from .generalization import run_studies, sensitivity_settings, sensitivity_study, study_settings
     out = Path(args.out) if args.out else _REPO / "results" / f"04_{args.profile}"
     kw = {"checkpoint_root": args.checkpoints, "data_root": args.root, "device": args.device}
-    summaries = [run_study(s, args.profile, out, args.family, cache_dir=_cache(args), workers=_workers(args),
-                           log=print, **kw)[1]
-                 for s in (args.study or STUDIES) if study_settings(s, args.family, args.profile)]
-    summary = pd.concat(summaries, ignore_index=True)
+    studies = [s for s in (args.study or STUDIES) if study_settings(s, args.family, args.profile)]
+    results = run_studies(studies, args.profile, out, args.family, cache_dir=_cache(args), workers=_workers(args),
+                          log=print, **kw)
+    summary = pd.concat([summ for _, summ in results.values()], ignore_index=True)
     cols = ["study", "family", "test_family", "setting", "method", "rel_l2", "ms_per_sample", "ens_advantage"]
     print(summary[cols].to_string(index=False, float_format=lambda x: f"{x:.3g}"))
     sens = [fs for s in ("zero_shot", "cross_equation") if s in (args.study or STUDIES)

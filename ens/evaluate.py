@@ -48,7 +48,7 @@ from .workers import map_jobs, run_threads
 __all__ = ["load_trained", "history_frame", "iterate_loss_frame", "iterate_errors", "ens_vs_surrogate",
            "METHODS", "methods_for", "select_tto", "run_setting", "summary_table", "equal_time_table",
            "comparison_settings", "evaluate_profile", "shipped_families", "require_shipped", "ENS_RESIDUAL",
-           "STOP_LOWPASS", "select_stop_lowpass", "run_key", "cached_choice",
+           "STOP_LOWPASS", "select_stop_lowpass", "run_key", "cached_choice", "evaluate_runs",
            "tto_selection", "split_setting", "test_spec"]
 
 #: every method of the comparison, in table order
@@ -520,58 +520,88 @@ def evaluate_profile(profile: str, out_dir, families=None, settings=None, *, ext
     :func:`run_setting`. ``progress`` shows a ``tqdm.auto`` bar of finished jobs. ``log`` gets a
     line per run (with ``workers > 1`` it is called in the worker processes: ``print`` works there,
     a collector in this process sees nothing). Returns ``(trajectories, summary)``."""
-    out = Path(out_dir)
-    cache = Path(cache_dir) if cache_dir is not None else out / "cache"
-    (out / "trajectories").mkdir(parents=True, exist_ok=True)
-    cache.mkdir(parents=True, exist_ok=True)
+    (result,) = evaluate_runs(profile, [{"out_dir": out_dir, "settings": settings or comparison_settings(families),
+                                         "extra_methods": extra_methods, "budget": budget}],
+                              checkpoint_root=checkpoint_root, data_root=data_root, device=device,
+                              cache_dir=cache_dir, workers=workers, progress=progress, log=log)
+    return result
+
+
+def evaluate_runs(profile: str, runs, *, checkpoint_root=None, data_root=None, device="cpu", cache_dir=None,
+                  workers: int = 1, progress: bool = False, log=None) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
+    """:func:`evaluate_profile` of several evaluations at once, each a dict with ``out_dir``,
+    ``settings`` and optionally ``extra_methods`` and ``budget``: the missing data, the validation
+    choices and then every (method, setting) job of all of them go through one pool, longest job
+    first, so no worker waits for the slowest job of one evaluation before the next starts (a
+    job two evaluations share runs once). Returns ``(trajectories, summary)`` per evaluation."""
     threads = run_threads(workers)
-    key_args = {"budget": budget, "checkpoint_root": checkpoint_root, "data_root": data_root, "device": device,
-                "threads": threads}
-    settings = list(settings or comparison_settings(families))
+    common = {"checkpoint_root": checkpoint_root, "data_root": data_root, "device": device, "threads": threads}
+    runs = [{"extra_methods": (), "budget": None, **run} for run in runs]
+    for run in runs:
+        run["out"] = Path(run["out_dir"])
+        run["cache"] = Path(cache_dir) if cache_dir is not None else run["out"] / "cache"
+        (run["out"] / "trajectories").mkdir(parents=True, exist_ok=True)
+        run["cache"].mkdir(parents=True, exist_ok=True)
+        run["settings"] = list(run["settings"])
     # missing data (test sets, validation sets for the choices) are generated first, in parallel,
     # before their checksums enter the keys
-    specs = {test_spec(profile, f, s) for f, s in settings}
-    specs |= {dataset_spec(profile, f, "val", in_distribution_setting(f)) for f, _ in settings}
+    specs = {test_spec(profile, f, s) for run in runs for f, s in run["settings"]}
+    specs |= {dataset_spec(profile, f, "val", in_distribution_setting(f)) for run in runs for f, _ in run["settings"]}
     missing = [spec for spec in sorted(specs, key=lambda sp: sp.path) if file_status(spec, data_root) == "missing"]
     generate(missing, root=data_root, workers=workers)
-    plan = []  # (family, setting, stem, {method: cache path})
-    for family, setting in settings:
-        test_family = split_setting(family, setting)[0]
-        stem = f"{family}_{setting.replace(':', '--')}"
-        methods = methods_for(test_family) + list(extra_methods)
-        plan.append((family, setting, stem,
-                     {m: cache / f"{stem}_{m}_{run_key(profile, family, setting, m, **key_args)}.csv" for m in methods}))
-    todo = [(family, setting, m, path) for family, setting, _, paths in plan for m, path in paths.items()
-            if not (path.exists() and path.with_suffix(".summary.csv").exists())]
-    needs = sorted({(family, select) for family, _, m, _ in todo
-                    for method, select in (("tto", select_tto), (ENS_RESIDUAL, select_stop_lowpass)) if m == method},
-                   key=lambda fs: (fs[0], fs[1].__name__))
-    chosen = map_jobs(_choice_job, [{"select": select, "profile": profile, "family": family, "cache": cache,
-                                     "key_args": key_args} for family, select in needs],
-                      workers=workers, threads=threads, progress=progress, desc="validation choices")
-    choice = dict(zip(needs, chosen))
+    todo, needs = {}, {}  # cache path -> job; choice key -> job
+    for i, run in enumerate(runs):
+        run["plan"] = []  # (stem, {method: cache path})
+        for family, setting in run["settings"]:
+            test_family = split_setting(family, setting)[0]
+            paths = {m: run["cache"] / f"{family}_{setting.replace(':', '--')}_{m}_"
+                                       f"{run_key(profile, family, setting, m, budget=run['budget'], **common)}.csv"
+                     for m in methods_for(test_family) + list(run["extra_methods"])}
+            run["plan"].append((f"{family}_{setting.replace(':', '--')}", paths))
+            for m, path in paths.items():
+                if path in todo or (path.exists() and path.with_suffix(".summary.csv").exists()):
+                    continue
+                todo[path] = {"profile": profile, "family": family, "setting": setting, "method": m,
+                              "budget": run["budget"], "log": log, "paths": (path, path.with_suffix(".summary.csv")),
+                              **{k: v for k, v in common.items() if k != "threads"}}
+                for method, select in (("tto", select_tto), (ENS_RESIDUAL, select_stop_lowpass)):
+                    if m == method:
+                        key = (family, select.__name__, str(run["cache"]),
+                               run_key(profile, family, in_distribution_setting(family), select.__name__,
+                                       budget=run["budget"], **common))
+                        needs.setdefault(key, {"select": select, "profile": profile, "family": family,
+                                               "cache": run["cache"], "key_args": {**common, "budget": run["budget"]}})
+                        todo[path]["choice"] = (method, key)
+    needs_list = sorted(needs, key=lambda k: k[:2])
+    chosen = dict(zip(needs_list, map_jobs(_choice_job, [needs[k] for k in needs_list], workers=workers,
+                                           threads=threads, progress=progress, desc="validation choices")))
 
-    def cost(item):  # the state's size times the method's relative cost
-        family, setting, method, _ = item
-        spec = test_spec(profile, family, setting)
-        return -_COST.get(method, 0.1) * spec.pde().out_channels * spec.resolution ** 2
+    def cost(job):  # the state's size times the method's relative cost
+        spec = test_spec(profile, job["family"], job["setting"])
+        return -_COST.get(job["method"], 0.1) * spec.pde().out_channels * spec.resolution ** 2
 
-    jobs = [{"profile": profile, "family": family, "setting": setting, "method": method, "budget": budget,
-             "checkpoint_root": checkpoint_root, "data_root": data_root, "device": device,
-             "tto": choice.get((family, select_tto)), "stop_lowpass": choice.get((family, select_stop_lowpass)),
-             "log": log, "paths": (path, path.with_suffix(".summary.csv"))}
-            for family, setting, method, path in sorted(todo, key=cost)]
-    map_jobs(_method_job, jobs, workers=workers, threads=threads, progress=progress, desc=f"{out.name}: runs")
+    jobs = []
+    for job in todo.values():
+        method, key = job.pop("choice", (None, None))
+        job["tto"] = chosen[key] if method == "tto" else None
+        job["stop_lowpass"] = chosen[key] if method == ENS_RESIDUAL else None
+        jobs.append(job)
+    map_jobs(_method_job, sorted(jobs, key=cost), workers=workers, threads=threads, progress=progress,
+             desc=f"{', '.join(run['out'].name for run in runs)}: runs")
     if log and not todo:
-        log(f"{out.name}: every method read from {cache}")
-    frames, summaries = [], []
-    for family, setting, stem, paths in plan:
-        frame = pd.concat([pd.read_csv(p) for p in paths.values()], ignore_index=True)
-        summ = with_advantage(pd.concat([pd.read_csv(p.with_suffix(".summary.csv")) for p in paths.values()],
-                                        ignore_index=True))
-        _write_csv(frame, out / "trajectories" / f"{stem}.csv")
-        frames.append(frame)
-        summaries.append(summ)
-    traj, summ = pd.concat(frames, ignore_index=True), pd.concat(summaries, ignore_index=True)
-    _write_csv(summ, out / "summary.csv")
-    return traj, summ
+        log(f"{', '.join(run['out'].name for run in runs)}: every method read from "
+            f"{', '.join(sorted({str(run['cache']) for run in runs}))}")
+    results = []
+    for run in runs:
+        frames, summaries = [], []
+        for stem, paths in run["plan"]:
+            frame = pd.concat([pd.read_csv(p) for p in paths.values()], ignore_index=True)
+            summ = with_advantage(pd.concat([pd.read_csv(p.with_suffix(".summary.csv")) for p in paths.values()],
+                                            ignore_index=True))
+            _write_csv(frame, run["out"] / "trajectories" / f"{stem}.csv")
+            frames.append(frame)
+            summaries.append(summ)
+        traj, summ = pd.concat(frames, ignore_index=True), pd.concat(summaries, ignore_index=True)
+        _write_csv(summ, run["out"] / "summary.csv")
+        results.append((traj, summ))
+    return results

@@ -53,8 +53,10 @@ Sizes per profile (``SIZES``; a profile changes sizes, never the code path):
   train / 100 val, like Navier--Stokes, although each input costs ~11 time units of the flow (the
   warm-up shared by 8 draws of a chain, plus the spacing between draws), ~0.5 s per sample at
   S = 64 on 2 cores (batching chains barely helps on a CPU: the stepping is compute-bound).
-  Every test set (shifted and ``superres`` included) holds 32 samples, one generation chunk:
-  exactly the samples the evaluation reads (``EVALUATION["default"]["n_samples"]``). Since each
+  Every test set holds 32 samples, one generation chunk: exactly the samples the evaluation
+  reads (``EVALUATION["default"]["n_samples"]``); a ``superres`` set holds the 16 its study reads
+  (``n_superres``; the first 16 of a 32-sample chunk, bit for bit: a chunk's samples do not
+  depend on how many follow them). Since each
   chunk has its own random stream, they are the first 32 samples of the 200- or 100-sample test
   sets of earlier versions (checked bit for bit for Poisson, Helmholtz and nonlinear Helmholtz),
   with a sixth (elliptic) or a third (Navier--Stokes, Kolmogorov) of the samples to generate.
@@ -206,15 +208,17 @@ def _family_specs(profile: str, family: str) -> list[DatasetSpec]:
     base, base_params, shifts = _SETTINGS[family]
     n = {"train": size.n_train, "val": size.n_val, "test": size.n_test}
 
-    def spec(split, setting, params, resolution=size.resolution):
+    def spec(split, setting, params, resolution=size.resolution, n_samples=None):
         key = PAIRED_TEST_KEY if (split, family, setting) in _PAIRED_TESTS else f"{family}/{split}/{setting}"
-        return DatasetSpec(profile, family, split, setting, params, resolution, n[split], derive_seed(key))
+        return DatasetSpec(profile, family, split, setting, params, resolution, n_samples or n[split],
+                           derive_seed(key))
 
     specs = [spec(split, base, base_params) for split in SPLITS]
     specs += [spec("test", name, params) for name, params in shifts.items()]
     if family in _SUPERRES:
         fine = 2 * size.resolution if FAMILIES[family][0].periodic else 2 * size.resolution - 1
-        specs.append(spec("test", "superres", base_params, fine))
+        # the samples the super-resolution study reads (the first ones of a full test set's chunk)
+        specs.append(spec("test", "superres", base_params, fine, min(n["test"], EVALUATION[profile]["n_superres"])))
     return specs
 
 

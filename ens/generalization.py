@@ -44,7 +44,7 @@ from .evaluate import (
     ENS_RESIDUAL,
     _write_csv,
     cached_choice,
-    evaluate_profile,
+    evaluate_runs,
     load_trained,
     run_key,
     select_stop_lowpass,
@@ -64,7 +64,7 @@ from .pdes import FAMILIES
 from .solvers import ens_solve
 from .workers import map_jobs, run_threads
 
-__all__ = ["STUDIES", "SHIFT_AXES", "study_settings", "run_study", "shift_frame", "condition_numbers",
+__all__ = ["STUDIES", "SHIFT_AXES", "study_settings", "run_study", "run_studies", "shift_frame", "condition_numbers",
            "alpha_t_sensitivity", "sensitivity_settings", "sensitivity_study", "advantage_vs_condition"]
 
 #: the zero-shot shift axes: (axis, family, setting, value), in axis order; the first entry of
@@ -120,16 +120,31 @@ def run_study(study: str, profile: str, out_dir, families=None, *, budget: dict 
     by notebook 03) under ``cache_dir`` (:func:`ens.evaluate.evaluate_profile`). The
     super-resolution sets use the first ``n_superres`` test samples (4x the cost per sample).
     Returns ``(trajectories, summary)`` with a ``study`` column."""
-    settings = study_settings(study, families, profile)
-    if not settings:
-        raise ValueError(f"study {study!r} has no setting for families {families}")
-    b = dict(budget or {})
-    if study == "superres":
-        b.setdefault("n_samples", (budget or {}).get("n_superres", EVALUATION[profile]["n_superres"]))
-    traj, summ = evaluate_profile(profile, Path(out_dir) / study, settings=settings, extra_methods=(ENS_RESIDUAL,),
-                                  budget=b, checkpoint_root=checkpoint_root, data_root=data_root, device=device,
-                                  cache_dir=cache_dir, workers=workers, progress=progress, log=log)
-    return traj.assign(study=study), summ.assign(study=study)
+    return run_studies([study], profile, out_dir, families, budget=budget, checkpoint_root=checkpoint_root,
+                       data_root=data_root, device=device, cache_dir=cache_dir, workers=workers,
+                       progress=progress, log=log)[study]
+
+
+def run_studies(studies, profile: str, out_dir, families=None, *, budget: dict | None = None,
+                checkpoint_root=None, data_root=None, device="cpu", cache_dir=None, workers: int = 1,
+                progress: bool = False, log=None) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+    """:func:`run_study` of several studies, their jobs in one pool (:func:`ens.evaluate.evaluate_runs`):
+    ``{study: (trajectories, summary)}``."""
+    runs = []
+    for study in studies:
+        check_choice("study", study, STUDIES)
+        settings = study_settings(study, families, profile)
+        if not settings:
+            raise ValueError(f"study {study!r} has no setting for families {families}")
+        b = dict(budget or {})
+        if study == "superres":
+            b.setdefault("n_samples", (budget or {}).get("n_superres", EVALUATION[profile]["n_superres"]))
+        runs.append({"out_dir": Path(out_dir) / study, "settings": settings, "extra_methods": (ENS_RESIDUAL,),
+                     "budget": b})
+    results = evaluate_runs(profile, runs, checkpoint_root=checkpoint_root, data_root=data_root, device=device,
+                            cache_dir=cache_dir, workers=workers, progress=progress, log=log)
+    return {study: (traj.assign(study=study), summ.assign(study=study))
+            for study, (traj, summ) in zip(studies, results)}
 
 
 def shift_frame(summary: pd.DataFrame) -> pd.DataFrame:

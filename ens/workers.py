@@ -5,10 +5,12 @@ faster than one thread; two one-thread jobs side by side each run at 0.87--1.08x
 alone, so two workers finish a batch of independent jobs somewhat sooner (about 15 % over a whole
 ``make reproduce``). :func:`map_jobs` runs
 picklable jobs in ``spawn``-started workers (never ``fork``: torch's thread pools do not survive
-it), each with ``threads`` torch threads, and returns their results in job order; with
+it), each with ``threads`` torch threads, and returns their results in job order. The workers
+stay alive for the next call (starting them costs seconds: each imports torch and the package);
+:func:`shutdown_pool`, exit, or an error or interrupt inside a call stops them. With
 ``workers <= 1`` it runs them in this process, one after another, with the same thread count, so
 the numbers are the same either way (each job is deterministic and independent of the others).
-A job that raises re-raises here; the remaining jobs are cancelled.
+A job that raises re-raises here; the jobs not yet started are cancelled.
 
 :func:`tune_allocator` keeps glibc from returning large freed blocks to the kernel: by default
 every block over 32 MB is ``mmap``-ed and unmapped again, so each large tensor costs fresh page
@@ -21,6 +23,7 @@ same alignment), only the page faults go.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import ctypes.util
 import multiprocessing
@@ -32,7 +35,7 @@ from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 import torch
 from tqdm.auto import tqdm
 
-__all__ = ["default_workers", "run_threads", "map_jobs", "tune_allocator"]
+__all__ = ["default_workers", "run_threads", "map_jobs", "shutdown_pool", "tune_allocator"]
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, glibc's malloc.h
 _RETAIN_BYTES = 1 << 30
@@ -100,20 +103,45 @@ def map_jobs(fn: Callable, jobs: Sequence, *, workers: int = 1, threads: int = 1
         finally:
             torch.set_num_threads(before)
             bar.close()
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_init,
-                             initargs=(threads,)) as pool:
-        futures = [pool.submit(fn, job) for job in jobs]
-        pending = set(futures)
-        try:
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                bar.update(len(done))
-                for f in done:
-                    if f.exception() is not None:
-                        raise f.exception()
-        finally:
-            for f in pending:
-                f.cancel()
-            bar.close()
+    pool = _pool(workers, threads)
+    futures = [pool.submit(fn, job) for job in jobs]
+    pending, ok = set(futures), False
+    try:
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            bar.update(len(done))
+            for f in done:
+                if f.exception() is not None:
+                    raise f.exception()
+        ok = True
         return [f.result() for f in futures]
+    finally:
+        bar.close()
+        if not ok:  # an error or an interrupt: drop the pool, so no stale job runs on behind the caller
+            shutdown_pool(cancel=True)
+
+
+_POOL: dict = {}  # the one live pool: {"key": (workers, threads), "pool": ProcessPoolExecutor}
+
+
+def _pool(workers: int, threads: int) -> ProcessPoolExecutor:
+    """The process's pool of ``workers`` spawned processes with ``threads`` torch threads each,
+    started on first use and kept for the next :func:`map_jobs` (each start costs seconds: the
+    workers import torch and the package); another shape replaces it."""
+    if _POOL.get("key") != (workers, threads):
+        shutdown_pool()
+        _POOL["pool"] = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=_init, initargs=(threads,))
+        _POOL["key"] = (workers, threads)
+    return _POOL["pool"]
+
+
+def shutdown_pool(cancel: bool = False) -> None:
+    """Stop the kept worker processes (also at exit); ``cancel`` drops the jobs not started yet."""
+    pool = _POOL.pop("pool", None)
+    _POOL.pop("key", None)
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=cancel)
+
+
+atexit.register(shutdown_pool)

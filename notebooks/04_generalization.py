@@ -66,7 +66,7 @@ from ens.generalization import (
     STUDIES,
     advantage_vs_condition,
     condition_numbers,
-    run_study,
+    run_studies,
     sensitivity_settings,
     sensitivity_study,
     shift_frame,
@@ -95,8 +95,9 @@ print(f"budget {EVALUATION[profile]}")
 
 # %%
 workers = default_workers() if workers is None else workers
-results = {s: run_study(s, profile, nb.tables(), families, cache_dir=nb.cache(), workers=workers, progress=True)
-           for s in settings}
+# every study's method runs in one pool of workers (ens.generalization.run_studies)
+results = run_studies(list(settings), profile, nb.tables(), families, cache_dir=nb.cache(), workers=workers,
+                      progress=True)
 summary = pd.concat([r[1] for r in results.values()], ignore_index=True)
 
 # %% [markdown]

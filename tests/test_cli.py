@@ -19,6 +19,7 @@ import pytest
 from ens.cli import main
 from ens.experiments import datasets
 from ens.models import load_checkpoint
+from ens.workers import shutdown_pool
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -122,7 +123,9 @@ def test_train_writes_a_checkpoint_and_reports_the_choice(root, tmp_path, capsys
 
 
 def test_generalize_writes_resumable_study_tables(root, tmp_path, capfd):
-    # capfd, not capsys: with several workers the per-run lines are printed by the worker processes
+    # capfd, not capsys: with several workers the per-run lines are printed by the worker processes;
+    # kept workers of an earlier test write to that test's captured descriptors, so start fresh ones
+    shutdown_pool()
     args = ["generalize", "--profile", "ci", "--study", "superres", "--family", "poisson", "--no-sensitivity",
             "--root", str(root), "--out", str(tmp_path), "--cache", str(tmp_path / "cache")]
     assert main(args) == 0

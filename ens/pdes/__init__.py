@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from .base import PDE
+from .base import PDE, Linearization
 from .darcy import Darcy
 from .helmholtz import Helmholtz, Poisson
 from .navier_stokes import Kolmogorov, NavierStokes
 
-__all__ = ["PDE", "Poisson", "Helmholtz", "Darcy", "NavierStokes", "Kolmogorov", "FAMILIES", "get_pde"]
+__all__ = ["PDE", "Linearization", "Poisson", "Helmholtz", "Darcy", "NavierStokes", "Kolmogorov", "FAMILIES", "get_pde"]
 
 #: family name -> (class, default parameters that distinguish it from the class defaults).
 #: The nonlinear Helmholtz family uses ``lam = -1``, not the paper's ``+1``: with ``+1`` and the

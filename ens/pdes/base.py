@@ -5,6 +5,8 @@ A PDE object is a small frozen dataclass of physical parameters. It offers
 * ``residual(u, c)`` -- the discrete residual ``R(u; c)`` of a candidate state ``u`` for the
   conditioning input ``c``; batched ``(B, C, S, S)`` torch tensors on any device and dtype,
   differentiable with autograd and ``torch.func`` (JVP/VJP);
+* ``linearize(u, c)`` -- ``R(u; c)`` with products by its Jacobian ``J = dR/du`` at ``u`` (a
+  :class:`Linearization`): ``torch.func`` by default, a hand-written one where a family has it;
 * ``solve(c)`` -- the reference numerical solution ``u*`` with ``R(u*; c) ~ 0``;
 * ``sample_inputs(n, S, generator)`` -- random conditioning inputs from the paper's distribution;
 * ``apply_bc(u)`` -- the projection onto states that satisfy the boundary condition by
@@ -19,11 +21,22 @@ the cell grid ``x_i = i / S`` of the unit torus.
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from collections.abc import Callable
+from typing import ClassVar, NamedTuple
 
 import torch
 
-__all__ = ["PDE", "check_field", "check_generator"]
+__all__ = ["PDE", "Linearization", "check_field", "check_generator"]
+
+
+class Linearization(NamedTuple):
+    """``R(u; c)`` at one state ``u`` and products with the Jacobian ``J = dR/du`` there."""
+
+    residual: torch.Tensor
+    #: ``v -> J v`` (``v`` of the state's shape)
+    jvp: Callable[[torch.Tensor], torch.Tensor]
+    #: ``w -> J^T w`` (``w`` of the residual's shape)
+    vjp: Callable[[torch.Tensor], torch.Tensor]
 
 
 def check_field(x, name: str, channels: int, size: int | None = None, min_size: int = 3,
@@ -104,6 +117,20 @@ class PDE:
         if check:
             self.check_state(u, c)
         return self._residual(u, c)
+
+    def linearize(self, u: torch.Tensor, c: torch.Tensor) -> Linearization:
+        """``R(u; c)`` and ``J(u)``'s products, for the iterative solvers (no input validation).
+
+        This default differentiates :meth:`_residual` with ``torch.func``: the VJP reuses the
+        graph of the one residual evaluation, each JVP evaluates the residual again (forward
+        mode carries primal and tangent together). A family whose Jacobian has a cheap closed
+        form overrides it (:class:`ens.pdes.NavierStokes`); its tests hold it against this one.
+        """
+        def fn(v):
+            return self._residual(v, c)
+
+        r, pullback = torch.func.vjp(fn, u)
+        return Linearization(r, lambda v: torch.func.jvp(fn, (u,), (v,))[1], lambda w: pullback(w)[0])
 
     def residual_scale(self, c: torch.Tensor) -> torch.Tensor:
         """Per-sample size of the problem ``||R(0; c)||``, shape ``(B,)``.

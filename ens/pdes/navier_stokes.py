@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import torch
 
-from .base import PDE
+from .base import PDE, Linearization
 from .random_fields import gaussian_random_field
 
 __all__ = ["NavierStokes", "Kolmogorov"]
@@ -247,18 +247,32 @@ class NavierStokes(PDE):
         phase = 2 * math.pi * self.forcing_wavenumber * (X + Y)
         return self.forcing_amplitude * (torch.sin(phase) + torch.cos(phase))
 
+    @staticmethod
+    def _gradients(w_hat: torch.Tensor, sp: _Spectral, S: int) -> torch.Tensor:
+        """``(v_x, v_y, dw/dx, dw/dy)`` of the 2/3-truncated ``w`` on the grid, ``(..., 4, S, S)``."""
+        return torch.fft.irfft2(w_hat.unsqueeze(-3) * sp.grad, s=(S, S))
+
+    @staticmethod
+    def _dot_hat(g: torch.Tensor, h: torch.Tensor, sp: _Spectral) -> torch.Tensor:
+        """Truncated spectrum of ``g_v . h_grad`` (``g_0 h_2 + g_1 h_3``) of two :meth:`_gradients`."""
+        return torch.fft.rfft2(g[..., 0, :, :] * h[..., 2, :, :] + g[..., 1, :, :] * h[..., 3, :, :]) * sp.mask
+
     def _advection_hat(self, w_hat: torch.Tensor, sp: _Spectral, S: int) -> torch.Tensor:
         """Spectrum of ``v . grad w``, dealiased by the 2/3 rule (inputs and product truncated)."""
-        g = torch.fft.irfft2(w_hat.unsqueeze(-3) * sp.grad, s=(S, S))
-        return torch.fft.rfft2(g[..., 0, :, :] * g[..., 2, :, :] + g[..., 1, :, :] * g[..., 3, :, :]) * sp.mask
+        g = self._gradients(w_hat, sp, S)
+        return self._dot_hat(g, g, sp)
+
+    def _tendency(self, w: torch.Tensor, sp: _Spectral, S: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``N(w)`` and the :meth:`_gradients` of ``w`` it was formed from."""
+        w_hat = torch.fft.rfft2(w)
+        g = self._gradients(w_hat, sp, S)
+        n_hat = -self._dot_hat(g, g, sp) - self.nu * sp.k2 * w_hat
+        return torch.fft.irfft2(n_hat, s=(S, S)) + self.forcing(S, w.dtype, w.device), g
 
     def tendency(self, w: torch.Tensor) -> torch.Tensor:
         """Right-hand side ``N(w) = -v . grad w + nu Lap w + F`` of ``w`` (..., S, S), same shape."""
         S = self._check_grid(w)
-        sp = _spectral(S, w.dtype, w.device)
-        w_hat = torch.fft.rfft2(w)
-        n_hat = -self._advection_hat(w_hat, sp, S) - self.nu * sp.k2 * w_hat
-        return torch.fft.irfft2(n_hat, s=(S, S)) + self.forcing(S, w.dtype, w.device)
+        return self._tendency(w, _spectral(S, w.dtype, w.device), S)[0]
 
     def velocity(self, w: torch.Tensor) -> torch.Tensor:
         """Velocity ``(v_x, v_y) = (d psi/dy, -d psi/dx)`` of ``w`` (..., S, S), shape (..., 2, S, S)."""
@@ -341,9 +355,61 @@ class NavierStokes(PDE):
         return torch.stack(out, dim=1)
 
     def _residual(self, u: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self._residual_and_gradients(u, c)[0]
+
+    def _residual_and_gradients(self, u: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         w = torch.cat([c, u], dim=1)
-        n = self.tendency(w)
-        return (w[:, 1:] - w[:, :-1]) / self.dt_snapshot - 0.5 * (n[:, 1:] + n[:, :-1])
+        S = w.shape[-1]
+        n, g = self._tendency(w, _spectral(S, w.dtype, w.device), S)
+        return (w[:, 1:] - w[:, :-1]) / self.dt_snapshot - 0.5 * (n[:, 1:] + n[:, :-1]), g
+
+    def linearize(self, u: torch.Tensor, c: torch.Tensor) -> Linearization:
+        r"""``R(u; c)`` with the Jacobian's products in closed form (the residual is quadratic in ``u``).
+
+        With ``w_0 = c`` fixed and ``d_0 = 0``, ``(J d)_j = (d_j - d_{j-1}) / dt_snapshot -
+        (N'(w_j) d_j + N'(w_{j-1}) d_{j-1}) / 2``, where, in grid-space operators,
+
+            N'(w) d = -P (g_0 G_2 d + g_2 G_0 d + g_1 G_3 d + g_3 G_1 d) + nu Lap d,
+
+        ``g = (v_x, v_y, dw/dx, dw/dy)`` of ``w`` (kept from the residual evaluation), ``G_i`` the
+        Fourier multipliers ``grad_i`` that make them and ``P`` the 2/3-rule projection. Every
+        multiplier is band-limited inside the 2/3 band and Hermitian, so ``G_i^T`` is the multiplier
+        ``conj(grad_i)`` and ``P^T = P``; the transpose, per snapshot with ``s_k = y_k + y_{k+1}``
+        (``y_{T+1} = 0``), is ``(J^T y)_k = (y_k - y_{k+1}) / dt_snapshot - N'(w_k)^T s_k / 2`` with
+
+            N'(w)^T s = -(G_0^T (g_2 P s) + G_1^T (g_3 P s) + G_2^T (g_0 P s) + G_3^T (g_1 P s)) + nu Lap s.
+
+        A JVP costs 7 FFT passes (4 of them the four gradient fields of ``d``) and a VJP 7 (the four
+        forward transforms of ``g P s``), against a residual evaluation and its tangent (JVP) or
+        backward graph (VJP) with ``torch.func``; ``tests/test_navier_stokes.py`` holds both against
+        ``torch.func`` and checks ``<J d, y> = <d, J^T y>``.
+        """
+        r, g = self._residual_and_gradients(u, c)
+        S, dt = u.shape[-1], self.dt_snapshot
+        sp = _spectral(S, u.dtype, u.device)
+        g = g[:, 1:]  # the snapshots that depend on u: w_1 .. w_T
+        nu_k2 = self.nu * sp.k2
+
+        def previous(x):  # x_{j-1}, with x_0 = 0
+            return torch.nn.functional.pad(x[:, :-1], (0, 0, 0, 0, 1, 0))
+
+        def jvp(d: torch.Tensor) -> torch.Tensor:
+            d_hat = torch.fft.rfft2(d)
+            h = self._gradients(d_hat, sp, S)
+            prod = g[..., 0, :, :] * h[..., 2, :, :] + h[..., 0, :, :] * g[..., 2, :, :] \
+                + g[..., 1, :, :] * h[..., 3, :, :] + h[..., 1, :, :] * g[..., 3, :, :]
+            dn = torch.fft.irfft2(-torch.fft.rfft2(prod) * sp.mask - nu_k2 * d_hat, s=(S, S))
+            return (d - previous(d)) / dt - 0.5 * (dn + previous(dn))
+
+        def vjp(y: torch.Tensor) -> torch.Tensor:
+            y_next = torch.nn.functional.pad(y[:, 1:], (0, 0, 0, 0, 0, 1))
+            s_hat = torch.fft.rfft2(y + y_next)
+            q = torch.fft.irfft2(s_hat * sp.mask, s=(S, S)).unsqueeze(-3)
+            a = torch.fft.rfft2(g[..., (2, 3, 0, 1), :, :] * q)
+            dn_t = torch.fft.irfft2(-(a * sp.grad.conj()).sum(-3) - nu_k2 * s_hat, s=(S, S))
+            return (y - y_next) / dt - 0.5 * dn_t
+
+        return Linearization(r, jvp, vjp)
 
     def sample_inputs(self, n: int, S: int, generator: torch.Generator | None = None,
                       dtype: torch.dtype = torch.float64, device="cpu") -> torch.Tensor:

@@ -70,16 +70,17 @@ def residual_fn(pde: PDE, c: torch.Tensor):
     return lambda v: pde.residual(v, c, check=False)
 
 
+def linearize(pde: PDE, c: torch.Tensor, u: torch.Tensor):
+    """``R(u)``, ``v -> J(u) P v`` and ``w -> P J(u)^T w`` (``P = apply_bc``) from one
+    :meth:`ens.pdes.PDE.linearize`: one residual evaluation, a JVP or VJP per call."""
+    lin = pde.linearize(u, c)
+    return lin.residual, (lambda v: lin.jvp(pde.apply_bc(v))), (lambda w: pde.apply_bc(lin.vjp(w)))
+
+
 def residual_and_pullback(pde: PDE, c: torch.Tensor, u: torch.Tensor):
-    """``R(u)`` and ``w -> P J(u)^T w`` (``P = apply_bc``): one residual evaluation, and one
-    VJP per call of the returned function."""
-    r, pullback = torch.func.vjp(residual_fn(pde, c), u)
-    return r, (lambda w: pde.apply_bc(pullback(w)[0]))
-
-
-def jvp(pde: PDE, c: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``J(u) P v``: one Jacobian-vector product (forward mode)."""
-    return torch.func.jvp(residual_fn(pde, c), (u,), (pde.apply_bc(v),))[1]
+    """``R(u)`` and ``w -> P J(u)^T w`` (:func:`linearize` without the JVP)."""
+    r, _, pullback = linearize(pde, c, u)
+    return r, pullback
 
 
 def divergence(norm: torch.Tensor, limit: torch.Tensor, max_growth: float) -> str | None:

@@ -10,7 +10,8 @@ over the admissible directions (``d = P d``, ``P = pde.apply_bc``: Dirichlet bou
 put), by ``cg_iterations`` iterations of batched conjugate gradients on these normal equations
 (in the CGLS arrangement, which carries the residual ``-r - J d`` instead of forming
 ``J^T J``; mathematically the same CG iterates, with better round-off). ``J p`` comes from
-``torch.func.jvp`` and ``J^T w`` from ``torch.func.vjp`` at the current iterate, every dot
+the PDE's :meth:`~ens.pdes.PDE.linearize` at the current iterate (``torch.func``, or a family's
+closed form), every dot
 product is per sample, and a sample whose Krylov process has finished stays put.
 
 Damping (per sample). ``u + d`` is accepted where it lowers ``||R||`` and then ``mu /= 3``;
@@ -48,15 +49,15 @@ __all__ = ["gauss_newton"]
 MU_UP, MU_DOWN = 10.0, 3.0
 
 
-def _cgls(pde: PDE, c: torch.Tensor, u: torch.Tensor, r: torch.Tensor, g: torch.Tensor, pullback,
-          mu: torch.Tensor, iterations: int) -> torch.Tensor:
+def _cgls(u: torch.Tensor, r: torch.Tensor, g: torch.Tensor, jvp, pullback, mu: torch.Tensor,
+          iterations: int) -> torch.Tensor:
     """``iterations`` CG steps on ``(P J^T J P + mu I) d = -g`` with ``g = P J^T r``, from ``d = 0``."""
     d = torch.zeros_like(u)
     s = -r                         # -r - J d
     z = -g                         # P J^T s - mu d: the normal equations' residual
     p, zz = z, cm.dot(z, z)
     for _ in range(iterations):
-        q = cm.jvp(pde, c, u, p)
+        q = jvp(p)
         alpha = cm.safe_div(zz, cm.dot(q, q) + mu * cm.dot(p, p))
         d = d + alpha * p
         s = s - alpha * q
@@ -97,7 +98,7 @@ def gauss_newton(pde: PDE, c: torch.Tensor, u0: torch.Tensor, *, steps: int, cg_
     rec = Recorder(pde, c, u_true, keep_states)
     status, message = "ok", ""
     n_res, n_jac = 1, 0
-    r, pullback = cm.residual_and_pullback(pde, c, u)
+    r, jvp, pullback = cm.linearize(pde, c, u)
     rnorm = cm.norms(r)
     limit = cm.growth_limit(rnorm, rec.scale, max_growth)
     rec.record(u, r, n_res, n_jac)
@@ -110,9 +111,9 @@ def gauss_newton(pde: PDE, c: torch.Tensor, u0: torch.Tensor, *, steps: int, cg_
         mu = damping * mu_ref
     setting = f"damping={damping:g}, cg_iterations={cg_iterations}"
     for t in range(1, steps + 1):
-        d = _cgls(pde, c, u, r, g, pullback, mu, cg_iterations)
+        d = _cgls(u, r, g, jvp, pullback, mu, cg_iterations)
         n_jac += 2 * cg_iterations
-        r_try, pullback_try = cm.residual_and_pullback(pde, c, u + d)
+        r_try, jvp_try, pullback_try = cm.linearize(pde, c, u + d)
         n_res += 1
         norm_try = cm.norms(r_try)
         acc = norm_try < rnorm                  # False for a non-finite trial
@@ -129,9 +130,9 @@ def gauss_newton(pde: PDE, c: torch.Tensor, u0: torch.Tensor, *, steps: int, cg_
             # J^T is batched: at a mix of old and new iterates it is no single VJP, so a partly
             # accepted step re-linearises at the mixed iterate (one more residual evaluation)
             if bool(acc.all()):
-                pullback = pullback_try
+                jvp, pullback = jvp_try, pullback_try
             else:
-                _, pullback = cm.residual_and_pullback(pde, c, u_new)
+                _, jvp, pullback = cm.linearize(pde, c, u_new)
                 n_res += 1
             g = pullback(r_new)
             n_jac += 1

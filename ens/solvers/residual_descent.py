@@ -1,14 +1,14 @@
 """Test-time gradient descent on the PDE residual, for any PDE (method ``"gd"``).
 
 ``u_{t+1} = u_t - eta P J(u_t)^T R(u_t; c)``: gradient descent on ``0.5 ||R(u; c)||^2``. The
-gradient comes from reverse-mode autodiff of the PDE's residual (``torch.func.vjp``) and is
-projected with ``P = pde.apply_bc``: the stencil at interior nodes next to a Dirichlet boundary
+gradient is the VJP of the PDE's :meth:`~ens.pdes.PDE.linearize` (reverse-mode autodiff with
+``torch.func``, or a family's closed form), projected with ``P = pde.apply_bc``: the stencil at interior nodes next to a Dirichlet boundary
 reads the boundary nodes, so the raw gradient has boundary entries the boundary condition
 forbids; projecting keeps the boundary values of the start (zero for an admissible start).
 
 Step size. By default every sample ``b`` gets its own ``eta_b = 1 / L_b``, where ``L_b`` estimates
-``sigma_max(P J_b P)^2`` at the start by power iteration on ``P J^T J P`` (``J v`` by
-``torch.func.jvp``, ``J^T w`` by ``torch.func.vjp``; :func:`estimate_jacobian_norm`). Why this
+``sigma_max(P J_b P)^2`` at the start by power iteration on ``P J^T J P`` (``J v`` and
+``J^T w`` from the same linearisation; :func:`estimate_jacobian_norm`). Why this
 is stable: for a linear residual the error obeys ``e_{t+1} = (I - eta P J^T J P) e_t``, which
 multiplies the component along the ``i``-th right singular vector by ``1 - eta sigma_i^2``; the
 iteration is stable and ``||R||`` never increases exactly when ``eta sigma_max^2 <= 2``. The
@@ -44,7 +44,7 @@ __all__ = ["gradient_descent", "estimate_jacobian_norm"]
 POWER_SEED = 0
 
 
-def _power_iteration(pde: PDE, c: torch.Tensor, u: torch.Tensor, pullback, iterations: int) -> torch.Tensor:
+def _power_iteration(pde: PDE, u: torch.Tensor, jvp, pullback, iterations: int) -> torch.Tensor:
     """Rayleigh-quotient estimates of ``sigma_max(P J P)^2`` per sample, ``(B,)``, after
     ``iterations`` steps of power iteration on ``P J^T J P`` (2 Jacobian products each)."""
     g = torch.Generator().manual_seed(POWER_SEED)
@@ -52,7 +52,7 @@ def _power_iteration(pde: PDE, c: torch.Tensor, u: torch.Tensor, pullback, itera
     v = cm.safe_div(v, cm.dot(v, v).sqrt())
     lam = torch.zeros(u.shape[0], 1, 1, 1, dtype=u.dtype, device=u.device)
     for _ in range(iterations):
-        w = pullback(cm.jvp(pde, c, u, v))
+        w = pullback(jvp(v))
         lam = cm.dot(v, w)                       # v is a unit vector: the Rayleigh quotient
         v = cm.safe_div(w, cm.dot(w, w).sqrt())
     return lam.flatten().clamp_min(0)
@@ -69,8 +69,8 @@ def estimate_jacobian_norm(pde: PDE, c: torch.Tensor, u: torch.Tensor, iteration
     """
     cm.check_positive_int(iterations, "iterations")
     u = cm.start(pde, c, u)
-    _, pullback = cm.residual_and_pullback(pde, c, u)
-    return _power_iteration(pde, c, u, pullback, iterations).sqrt()
+    _, jvp, pullback = cm.linearize(pde, c, u)
+    return _power_iteration(pde, u, jvp, pullback, iterations).sqrt()
 
 
 def gradient_descent(pde: PDE, c: torch.Tensor, u0: torch.Tensor, *, steps: int, step_size: float | None = None,
@@ -105,13 +105,13 @@ def gradient_descent(pde: PDE, c: torch.Tensor, u0: torch.Tensor, *, steps: int,
     rec = Recorder(pde, c, u_true, keep_states)
     status, message = "ok", ""
     n_res, n_jac = 1, 0
-    r, pullback = cm.residual_and_pullback(pde, c, u)
+    r, jvp, pullback = cm.linearize(pde, c, u)
     res0 = cm.norms(r.detach())
     limit = cm.growth_limit(res0, rec.scale, max_growth)
     rec.record(u, r.detach(), n_res, n_jac)
     sigma_max = None
     if step_size is None:
-        L = _power_iteration(pde, c, u, pullback, power_iterations) if steps else torch.ones_like(res0)
+        L = _power_iteration(pde, u, jvp, pullback, power_iterations) if steps else torch.ones_like(res0)
         n_jac += 2 * power_iterations if steps else 0
         eta = cm.safe_div(torch.ones_like(L), L)
         sigma_max, setting = L.sqrt(), "step_size=1/L (estimated at the start, per sample)"
