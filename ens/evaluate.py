@@ -489,8 +489,11 @@ def _method_job(job: dict) -> None:
     _write_csv(_summary_rows([t]), paths[1])
 
 
-def _choice_job(job: dict):
-    return cached_choice(job["select"], job["profile"], job["family"], job["cache"], **job["key_args"])[0]
+def _evaluation_job(job: dict):
+    """A validation choice (a job with ``select``) or one method on one setting (:func:`_method_job`)."""
+    if "select" in job:
+        return cached_choice(job["select"], job["profile"], job["family"], job["cache"], **job["key_args"])[0]
+    return _method_job(job)
 
 
 #: relative cost of a method (for scheduling the longest jobs first)
@@ -550,7 +553,7 @@ def evaluate_runs(profile: str, runs, *, checkpoint_root=None, data_root=None, d
     missing = [spec for spec in sorted(specs, key=lambda sp: sp.path) if file_status(spec, data_root) == "missing"]
     generate(missing, root=data_root, workers=workers)
     todo, needs = {}, {}  # cache path -> job; choice key -> job
-    for i, run in enumerate(runs):
+    for run in runs:
         run["plan"] = []  # (stem, {method: cache path})
         for family, setting in run["settings"]:
             test_family = split_setting(family, setting)[0]
@@ -572,21 +575,26 @@ def evaluate_runs(profile: str, runs, *, checkpoint_root=None, data_root=None, d
                         needs.setdefault(key, {"select": select, "profile": profile, "family": family,
                                                "cache": run["cache"], "key_args": {**common, "budget": run["budget"]}})
                         todo[path]["choice"] = (method, key)
-    needs_list = sorted(needs, key=lambda k: k[:2])
-    chosen = dict(zip(needs_list, map_jobs(_choice_job, [needs[k] for k in needs_list], workers=workers,
-                                           threads=threads, progress=progress, desc="validation choices")))
-
+    # one pool for the choices and the runs: the choices first, then the runs longest first; a run
+    # that needs a choice starts when it is made, the others meanwhile
     def cost(job):  # the state's size times the method's relative cost
         spec = test_spec(profile, job["family"], job["setting"])
         return -_COST.get(job["method"], 0.1) * spec.pde().out_channels * spec.resolution ** 2
 
-    jobs = []
-    for job in todo.values():
+    def choice_cost(key):  # the validation state's size, then the family and the choice
+        spec = dataset_spec(profile, key[0], "val", in_distribution_setting(key[0]))
+        return -spec.pde().out_channels * spec.resolution ** 2, key[:2]
+
+    choice_keys = sorted(needs, key=choice_cost)
+    runs_todo = sorted(todo.values(), key=cost)
+    jobs = [needs[k] for k in choice_keys] + runs_todo
+    after = {}
+    for i, job in enumerate(runs_todo, start=len(choice_keys)):
         method, key = job.pop("choice", (None, None))
-        job["tto"] = chosen[key] if method == "tto" else None
-        job["stop_lowpass"] = chosen[key] if method == ENS_RESIDUAL else None
-        jobs.append(job)
-    map_jobs(_method_job, sorted(jobs, key=cost), workers=workers, threads=threads, progress=progress,
+        job["tto"] = job["stop_lowpass"] = None
+        if key is not None:
+            after[i] = (choice_keys.index(key), "tto" if method == "tto" else "stop_lowpass")
+    map_jobs(_evaluation_job, jobs, workers=workers, threads=threads, progress=progress, after=after,
              desc=f"{', '.join(run['out'].name for run in runs)}: runs")
     if log and not todo:
         log(f"{', '.join(run['out'].name for run in runs)}: every method read from "

@@ -80,41 +80,59 @@ def _init(threads: int) -> None:
 
 
 def map_jobs(fn: Callable, jobs: Sequence, *, workers: int = 1, threads: int = 1, progress: bool = False,
-             desc: str = "jobs") -> list:
+             desc: str = "jobs", after: dict[int, tuple[int, str]] | None = None) -> list:
     """``[fn(job) for job in jobs]``, run by ``workers`` processes of ``threads`` torch threads.
 
-    ``fn`` must be importable (a module-level function) and ``jobs`` picklable. ``progress``
-    shows a ``tqdm.auto`` bar of finished jobs.
+    ``fn`` must be importable (a module-level function) and ``jobs`` picklable dicts. Jobs start
+    in list order (put the longest first) as workers come free. ``after`` makes a job wait for an
+    earlier one: ``after[i] = (j, key)`` (``j < i``) starts job ``i`` once job ``j`` is done, with
+    ``jobs[i][key]`` set to its result, so dependent jobs need no barrier between them and the
+    others. ``progress`` shows a ``tqdm.auto`` bar of finished jobs.
     """
     for name, val in (("workers", workers), ("threads", threads)):
         if not isinstance(val, int) or isinstance(val, bool) or val < 1:
             raise ValueError(f"expected {name} to be a positive int, got {val!r}")
-    jobs = list(jobs)
+    jobs, after = list(jobs), dict(after or {})
+    for i, (j, _) in after.items():
+        if not 0 <= j < i < len(jobs):
+            raise ValueError(f"expected after[{i}] to name an earlier job, got {j}")
+    out = [None] * len(jobs)
     bar = tqdm(total=len(jobs), desc=desc, unit="job", disable=not progress or not jobs)
+
+    def finished(i, result):
+        out[i] = result
+        bar.update()
+        for k, (j, key) in after.items():
+            if j == i:
+                jobs[k][key] = result
+
     if workers == 1 or len(jobs) <= 1:
         before = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
-            out = []
-            for job in jobs:
-                out.append(fn(job))
-                bar.update()
+            for i, job in enumerate(jobs):
+                finished(i, fn(job))
             return out
         finally:
             torch.set_num_threads(before)
             bar.close()
     pool = _pool(workers, threads)
-    futures = [pool.submit(fn, job) for job in jobs]
-    pending, ok = set(futures), False
+    ready = [i for i in range(len(jobs)) if i not in after]  # kept in list order
+    running, ok = {}, False
     try:
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-            bar.update(len(done))
+        while ready or running:
+            while ready and len(running) < workers:
+                i = ready.pop(0)
+                running[pool.submit(fn, jobs[i])] = i
+            done, _ = wait(running, return_when=FIRST_EXCEPTION)
             for f in done:
                 if f.exception() is not None:
                     raise f.exception()
+                i = running.pop(f)
+                finished(i, f.result())
+                ready = sorted(ready + [k for k, (j, _) in after.items() if j == i])
         ok = True
-        return [f.result() for f in futures]
+        return out
     finally:
         bar.close()
         if not ok:  # an error or an interrupt: drop the pool, so no stale job runs on behind the caller

@@ -37,6 +37,27 @@ def _inverse(x):
     return 1 / x
 
 
+def _chain(job):
+    return job["x"] + job.get("given", 0)
+
+
+def test_dependent_jobs_get_their_results_and_the_pool_is_kept():
+    import ens.workers as w
+    # job 2 waits for job 0 and job 3 for job 2: same results serially and in workers, job order kept
+    jobs = [{"x": 1}, {"x": 10}, {"x": 100}, {"x": 1000}]
+    after = {2: (0, "given"), 3: (2, "given")}
+    serial = map_jobs(_chain, [dict(j) for j in jobs], workers=1, after=after)
+    assert serial == [1, 10, 101, 1101]
+    assert map_jobs(_chain, [dict(j) for j in jobs], workers=2, after=after) == serial
+    pool = w._POOL["pool"]
+    assert map_jobs(abs, [-1, -2], workers=2) == [1, 2] and w._POOL["pool"] is pool  # no fresh spawn
+    with pytest.raises(ZeroDivisionError):  # an error drops the kept pool: no stale job runs on
+        map_jobs(_inverse, [1, 0, 2], workers=2)
+    assert "pool" not in w._POOL
+    with pytest.raises(ValueError, match="expected after\\[1\\] to name an earlier job, got 1"):
+        map_jobs(_chain, jobs[:2], workers=2, after={1: (1, "given")})
+
+
 def test_bad_arguments_are_refused(monkeypatch):
     with pytest.raises(ValueError, match="expected workers to be a positive int, got 0"):
         map_jobs(abs, [1], workers=0)
