@@ -575,25 +575,30 @@ def evaluate_runs(profile: str, runs, *, checkpoint_root=None, data_root=None, d
                         needs.setdefault(key, {"select": select, "profile": profile, "family": family,
                                                "cache": run["cache"], "key_args": {**common, "budget": run["budget"]}})
                         todo[path]["choice"] = (method, key)
-    # one pool for the choices and the runs: the choices first, then the runs longest first; a run
-    # that needs a choice starts when it is made, the others meanwhile
+    # one pool for the choices and the runs, the longest chain first; a run that needs a choice
+    # starts when it is made, the others meanwhile
     def cost(job):  # the state's size times the method's relative cost
         spec = test_spec(profile, job["family"], job["setting"])
-        return -_COST.get(job["method"], 0.1) * spec.pde().out_channels * spec.resolution ** 2
+        return _COST.get(job["method"], 0.1) * spec.pde().out_channels * spec.resolution ** 2
 
-    def choice_cost(key):  # the validation state's size, then the family and the choice
-        spec = dataset_spec(profile, key[0], "val", in_distribution_setting(key[0]))
-        return -spec.pde().out_channels * spec.resolution ** 2, key[:2]
-
-    choice_keys = sorted(needs, key=choice_cost)
-    runs_todo = sorted(todo.values(), key=cost)
-    jobs = [needs[k] for k in choice_keys] + runs_todo
+    runs_todo = list(todo.values())
+    chain = {key: 0.0 for key in needs}  # a choice costs about one run of its method, then its runs follow
+    for job in runs_todo:
+        if "choice" in job:
+            chain[job["choice"][1]] = max(chain[job["choice"][1]], 2 * cost(job))
+    # (priority, tie-break, job); a choice's priority exceeds its runs', so it comes before them
+    order = sorted([(-chain[key], "0" + "/".join(key[:2]), needs[key]) for key in needs]
+                   + [(-cost(job), f"1{i:06d}", job) for i, job in enumerate(runs_todo)], key=lambda t: t[:2])
+    jobs = [job for *_, job in order]
+    position = {key: next(n for n, job in enumerate(jobs) if job is needs[key]) for key in needs}
     after = {}
-    for i, job in enumerate(runs_todo, start=len(choice_keys)):
+    for n, job in enumerate(jobs):
+        if "select" in job:
+            continue
         method, key = job.pop("choice", (None, None))
         job["tto"] = job["stop_lowpass"] = None
         if key is not None:
-            after[i] = (choice_keys.index(key), "tto" if method == "tto" else "stop_lowpass")
+            after[n] = (position[key], "tto" if method == "tto" else "stop_lowpass")
     map_jobs(_evaluation_job, jobs, workers=workers, threads=threads, progress=progress, after=after,
              desc=f"{', '.join(run['out'].name for run in runs)}: runs")
     if log and not todo:

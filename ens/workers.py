@@ -30,7 +30,7 @@ import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
 import torch
 from tqdm.auto import tqdm
@@ -124,7 +124,7 @@ def map_jobs(fn: Callable, jobs: Sequence, *, workers: int = 1, threads: int = 1
             while ready and len(running) < workers:
                 i = ready.pop(0)
                 running[pool.submit(fn, jobs[i])] = i
-            done, _ = wait(running, return_when=FIRST_EXCEPTION)
+            done, _ = wait(running, return_when=FIRST_COMPLETED)  # a worker is free: refill it
             for f in done:
                 if f.exception() is not None:
                     raise f.exception()

@@ -33,7 +33,7 @@
 # | surrogate | $G_0(c)$, one shot | — |
 # | ENS | $u_{t+1} = u_t + \alpha G_1([c, u_t, sR(u_t)])$, $\alpha$ and $T$ from validation | $T_\text{test}$ |
 # | residual GD | gradient descent on $\tfrac12\|R(u)\|^2$, step $1/\sigma_{\max}(J)^2$ (power iteration) | many |
-# | Gauss–Newton | Levenberg–Marquardt, matrix-free: JVP/VJP with `torch.func`, CG on the normal equations | outer × CG |
+# | Gauss–Newton | Levenberg–Marquardt, matrix-free: JVP/VJP with `torch.func` (in closed form for Navier–Stokes and Kolmogorov, `PDE.linearize`), CG on the normal equations | outer × CG |
 # | Newton | nonlinear Helmholtz only: exact Jacobian solves (sparse LU) | few |
 # | test-time opt. | PINO-style: a copy of the surrogate fine-tuned with Adam on the test inputs' residual (lr and steps from validation, section 4) | up to 100 |
 #

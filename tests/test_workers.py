@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -56,6 +57,18 @@ def test_dependent_jobs_get_their_results_and_the_pool_is_kept():
     assert "pool" not in w._POOL
     with pytest.raises(ValueError, match="expected after\\[1\\] to name an earlier job, got 1"):
         map_jobs(_chain, jobs[:2], workers=2, after={1: (1, "given")})
+
+
+def _nap(seconds):
+    time.sleep(seconds)
+    return time.monotonic()
+
+
+def test_a_free_worker_takes_the_next_job_at_once():
+    # one long job and four short ones on two workers: the short ones run one after another on the
+    # other worker while the long one runs (not in lock-step pairs that wait for the long one)
+    ends = map_jobs(_nap, [3.0, 0.2, 0.2, 0.2, 0.2], workers=2)
+    assert max(ends[1:]) < ends[0], "a worker waited for the other one's job before taking the next"
 
 
 def test_bad_arguments_are_refused(monkeypatch):
