@@ -309,6 +309,24 @@ def test_tto_with_a_huge_lr_is_caught(poisson, tiny_model):
         test_time_optimisation(tiny_model, pde, c.float(), steps=10, lr=1e3, max_growth=2.0)
 
 
+def test_tto_early_stopping_cuts_the_same_run_where_the_error_has_risen(poisson, tiny_model):
+    pde, c, u_true = poisson
+    c, u_true = c.float(), u_true.float()
+    full = test_time_optimisation(tiny_model, pde, c, steps=40, lr=0.1, u_true=u_true)
+    err = full.rel_error.mean(1)
+    cut = test_time_optimisation(tiny_model, pde, c, steps=40, lr=0.1, u_true=u_true, patience=3)
+    n = cut.iterations
+    # the same iterates up to the stop, and the stop is the first step the rule allows
+    assert torch.equal(cut.rel_error, full.rel_error[:n + 1]) and cut.info["stopped_at"] == (n if n < 40 else None)
+    best = [err[1:t + 1].min() for t in range(1, 41)]
+    since = [t - int(err[1:t + 1].argmin()) - 1 for t in range(1, 41)]
+    allowed = [t for t in range(1, 41) if since[t - 1] >= 3 and err[t] > 1.5 * best[t - 1]]
+    assert n == (allowed[0] if allowed else 40), (n, allowed)
+    assert allowed, "this lr should overshoot on the tiny model; pick a larger one"
+    with pytest.raises(ValueError, match="patience\\) needs u_true"):
+        test_time_optimisation(tiny_model, pde, c, steps=2, patience=3)
+
+
 # ---- every baseline -----------------------------------------------------------------------------
 def test_registry():
     assert BASELINES == {"gd": gradient_descent, "gauss_newton": gauss_newton, "newton": newton}

@@ -23,6 +23,7 @@ policy is that of :func:`ens.solvers.ens_solve`.
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 
@@ -33,10 +34,14 @@ from .trajectory import Recorder, Trajectory
 
 __all__ = ["test_time_optimisation"]
 
+#: early stopping (``patience``): how far above its best the error must be to stop the run
+RISE = 1.5
+
 
 def test_time_optimisation(model: NeuralSolver, pde: PDE, c: torch.Tensor, *, steps: int, lr: float = 1e-4,
                            u_true: torch.Tensor | None = None, max_growth: float = 1e3,
-                           on_divergence: str = "raise", keep_states: bool = False) -> Trajectory:
+                           on_divergence: str = "raise", keep_states: bool = False,
+                           patience: int | None = None) -> Trajectory:
     """Fine-tune a copy of ``model.predictor`` on the residual of ``c`` (module docstring).
 
     Parameters
@@ -52,14 +57,23 @@ def test_time_optimisation(model: NeuralSolver, pde: PDE, c: torch.Tensor, *, st
         Adam's learning rate (> 0).
     u_true, max_growth, on_divergence, keep_states
         As for :func:`ens.solvers.gradient_descent`.
+    patience
+        Early stopping for a hyper-parameter search on validation data (needs ``u_true``): stop
+        once the mean error has been above its best so far for ``patience`` steps and is now
+        more than :data:`RISE` times it. ``None`` (default) runs every step.
 
-    ``Trajectory.info`` holds ``steps``, ``lr`` and ``loss`` (the loss before each step, a list).
+    ``Trajectory.info`` holds ``steps``, ``lr``, ``loss`` (the loss before each step, a list) and
+    ``stopped_at`` (the step early stopping ended the run at, or ``None``).
     """
     if not isinstance(model, NeuralSolver):
         raise ValueError(f"expected model to be an ens.models.NeuralSolver, got {type(model).__name__}")
     cm.check_steps(steps)
     cm.check_number(lr, "lr")
     cm.check_policy(on_divergence, max_growth)
+    if patience is not None:
+        cm.check_positive_int(patience, "patience")
+        if u_true is None:
+            raise ValueError("early stopping (patience) needs u_true: it watches the error")
     pde.check_input(c)
     c = c.detach()
     predictor = copy.deepcopy(model.predictor).eval()
@@ -71,6 +85,7 @@ def test_time_optimisation(model: NeuralSolver, pde: PDE, c: torch.Tensor, *, st
     scale2 = rec.scale.detach().square().clamp_min(torch.finfo(c.dtype).tiny)
     opt = torch.optim.Adam(predictor.parameters(), lr=lr)
     n_res, n_jac = 1, 0
+    best, best_step, stopped_at = math.inf, 0, None
     with torch.enable_grad():
         u = tuned.predict(pde, c)
         r = pde.residual(u, c, check=False)
@@ -94,7 +109,15 @@ def test_time_optimisation(model: NeuralSolver, pde: PDE, c: torch.Tensor, *, st
                 break
             u, r = u_new, r_new
             rec.record(u.detach(), r.detach(), n_res, n_jac)
-    return rec.trajectory("tto", u.detach(), status, message, steps=steps, lr=lr, loss=losses)
+            if patience is not None:
+                err = float(rec.err[-1].mean())
+                if err < best:
+                    best, best_step = err, t
+                elif t - best_step >= patience and err > RISE * best:
+                    stopped_at = t
+                    break
+    return rec.trajectory("tto", u.detach(), status, message, steps=steps, lr=lr, loss=losses,
+                          stopped_at=stopped_at)
 
 
 # not a test, despite its name: keep pytest from collecting it where it is imported into a test module
