@@ -28,6 +28,7 @@ import ctypes
 import ctypes.util
 import multiprocessing
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -75,6 +76,9 @@ def run_threads(workers: int) -> int:
 
 
 def _init(threads: int) -> None:
+    # Ctrl-C (and a notebook kernel's shutdown, which interrupts its whole process group) is for
+    # the caller: it stops the pool (shutdown_pool); a kept idle worker would die printing a traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     tune_allocator()
     torch.set_num_threads(threads)
 
@@ -155,11 +159,18 @@ def _pool(workers: int, threads: int) -> ProcessPoolExecutor:
 
 
 def shutdown_pool(cancel: bool = False) -> None:
-    """Stop the kept worker processes (also at exit); ``cancel`` drops the jobs not started yet."""
+    """Stop the kept worker processes (also at exit); ``cancel`` (after an error or an interrupt)
+    drops the jobs not started yet and terminates the running ones."""
     pool = _POOL.pop("pool", None)
     _POOL.pop("key", None)
-    if pool is not None:
-        pool.shutdown(wait=True, cancel_futures=cancel)
+    if pool is None:
+        return
+    if cancel:
+        processes = list(getattr(pool, "_processes", {}).values())  # no public handle before Python 3.14
+        pool.shutdown(wait=False, cancel_futures=True)
+        for p in processes:
+            p.terminate()
+    pool.shutdown(wait=True)
 
 
 atexit.register(shutdown_pool)
