@@ -176,8 +176,8 @@ def select_tto(sur: Checkpoint, profile: str, budget: dict | None = None, data_r
     falling, and a fixed long run would report that rise, not the method at its best). A candidate
     stops early once its error has stayed above its best for :data:`TTO_PATIENCE` steps and is
     more than 1.5x it (a later, lower minimum would have to undo that rise; on the ``default``
-    tables of every family this keeps the same choice and skips 70 % of the elliptic candidates'
-    steps, whose error rises from the first steps on). Returns
+    tables of every family this keeps the same choice and skips about three quarters of the
+    elliptic candidates' steps, whose error rises from the first steps on). Returns
     ``({"lr": lr, "steps": steps}, table)`` with the tidy per-step table (``lr, iteration,
     val_rel_l2, val_rel_residual, status``)."""
     b = _budget(profile, budget)
@@ -565,10 +565,10 @@ def evaluate_runs(profile: str, runs, *, checkpoint_root=None, data_root=None, d
         run["plan"] = []  # (stem, {method: cache path})
         for family, setting in run["settings"]:
             test_family = split_setting(family, setting)[0]
-            paths = {m: run["cache"] / f"{family}_{setting.replace(':', '--')}_{m}_"
-                                       f"{run_key(profile, family, setting, m, budget=run['budget'], **common)}.csv"
+            stem = f"{family}_{setting.replace(':', '--')}"
+            paths = {m: run["cache"] / f"{stem}_{m}_{run_key(profile, family, setting, m, budget=run['budget'], **common)}.csv"
                      for m in methods_for(test_family) + list(run["extra_methods"])}
-            run["plan"].append((f"{family}_{setting.replace(':', '--')}", paths))
+            run["plan"].append((stem, paths))
             for m, path in paths.items():
                 if path in todo or (path.exists() and path.with_suffix(".summary.csv").exists()):
                     continue
@@ -598,7 +598,7 @@ def evaluate_runs(profile: str, runs, *, checkpoint_root=None, data_root=None, d
     order = sorted([(-chain[key], "0" + "/".join(key[:2]), needs[key]) for key in needs]
                    + [(-cost(job), f"1{i:06d}", job) for i, job in enumerate(runs_todo)], key=lambda t: t[:2])
     jobs = [job for *_, job in order]
-    position = {key: next(n for n, job in enumerate(jobs) if job is needs[key]) for key in needs}
+    position = {id(job): n for n, job in enumerate(jobs)}
     after = {}
     for n, job in enumerate(jobs):
         if "select" in job:
@@ -606,7 +606,7 @@ def evaluate_runs(profile: str, runs, *, checkpoint_root=None, data_root=None, d
         method, key = job.pop("choice", (None, None))
         job["tto"] = job["stop_lowpass"] = None
         if key is not None:
-            after[n] = (position[key], "tto" if method == "tto" else "stop_lowpass")
+            after[n] = (position[id(needs[key])], "tto" if method == "tto" else "stop_lowpass")
     map_jobs(_evaluation_job, jobs, workers=workers, threads=threads, progress=progress, after=after,
              desc=f"{', '.join(run['out'].name for run in runs)}: runs")
     if log and not todo:

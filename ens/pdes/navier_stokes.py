@@ -253,20 +253,20 @@ class NavierStokes(PDE):
         return torch.fft.irfft2(w_hat.unsqueeze(-3) * sp.grad, s=(S, S))
 
     @staticmethod
-    def _dot_hat(g: torch.Tensor, h: torch.Tensor, sp: _Spectral) -> torch.Tensor:
-        """Truncated spectrum of ``g_v . h_grad`` (``g_0 h_2 + g_1 h_3``) of two :meth:`_gradients`."""
-        return torch.fft.rfft2(g[..., 0, :, :] * h[..., 2, :, :] + g[..., 1, :, :] * h[..., 3, :, :]) * sp.mask
+    def _dot(g: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """``g_v . h_grad`` (``g_0 h_2 + g_1 h_3``) on the grid, of two :meth:`_gradients`."""
+        return g[..., 0, :, :] * h[..., 2, :, :] + g[..., 1, :, :] * h[..., 3, :, :]
 
     def _advection_hat(self, w_hat: torch.Tensor, sp: _Spectral, S: int) -> torch.Tensor:
         """Spectrum of ``v . grad w``, dealiased by the 2/3 rule (inputs and product truncated)."""
         g = self._gradients(w_hat, sp, S)
-        return self._dot_hat(g, g, sp)
+        return torch.fft.rfft2(self._dot(g, g)) * sp.mask
 
     def _tendency(self, w: torch.Tensor, sp: _Spectral, S: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``N(w)`` and the :meth:`_gradients` of ``w`` it was formed from."""
         w_hat = torch.fft.rfft2(w)
         g = self._gradients(w_hat, sp, S)
-        n_hat = -self._dot_hat(g, g, sp) - self.nu * sp.k2 * w_hat
+        n_hat = -torch.fft.rfft2(self._dot(g, g)) * sp.mask - self.nu * sp.k2 * w_hat
         return torch.fft.irfft2(n_hat, s=(S, S)) + self.forcing(S, w.dtype, w.device), g
 
     def tendency(self, w: torch.Tensor) -> torch.Tensor:
@@ -388,6 +388,8 @@ class NavierStokes(PDE):
         S, dt = u.shape[-1], self.dt_snapshot
         sp = _spectral(S, u.dtype, u.device)
         g = g[:, 1:]  # the snapshots that depend on u: w_1 .. w_T
+        g_swapped = g[..., (2, 3, 0, 1), :, :]  # g_i paired with G_i^T in the transpose, once per state
+        grad_t = sp.grad.conj()
         nu_k2 = self.nu * sp.k2
 
         def previous(x):  # x_{j-1}, with x_0 = 0
@@ -396,8 +398,7 @@ class NavierStokes(PDE):
         def jvp(d: torch.Tensor) -> torch.Tensor:
             d_hat = torch.fft.rfft2(d)
             h = self._gradients(d_hat, sp, S)
-            prod = g[..., 0, :, :] * h[..., 2, :, :] + h[..., 0, :, :] * g[..., 2, :, :] \
-                + g[..., 1, :, :] * h[..., 3, :, :] + h[..., 1, :, :] * g[..., 3, :, :]
+            prod = self._dot(g, h) + self._dot(h, g)
             dn = torch.fft.irfft2(-torch.fft.rfft2(prod) * sp.mask - nu_k2 * d_hat, s=(S, S))
             return (d - previous(d)) / dt - 0.5 * (dn + previous(dn))
 
@@ -405,8 +406,8 @@ class NavierStokes(PDE):
             y_next = torch.nn.functional.pad(y[:, 1:], (0, 0, 0, 0, 0, 1))
             s_hat = torch.fft.rfft2(y + y_next)
             q = torch.fft.irfft2(s_hat * sp.mask, s=(S, S)).unsqueeze(-3)
-            a = torch.fft.rfft2(g[..., (2, 3, 0, 1), :, :] * q)
-            dn_t = torch.fft.irfft2(-(a * sp.grad.conj()).sum(-3) - nu_k2 * s_hat, s=(S, S))
+            a = torch.fft.rfft2(g_swapped * q)
+            dn_t = torch.fft.irfft2(-(a * grad_t).sum(-3) - nu_k2 * s_hat, s=(S, S))
             return (y - y_next) / dt - 0.5 * dn_t
 
         return Linearization(r, jvp, vjp)
