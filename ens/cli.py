@@ -53,15 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run profile (sizes)" + ("" if profile_required else "; all profiles if omitted"))
         if filters:
             p.add_argument("--family", choices=list(FAMILIES), help="only this PDE family")
-            p.add_argument("--split", choices=SPLITS, help="only this split")
+            p.add_argument("--split", choices=SPLITS, action="append",
+                           help="only this split (repeat the option for several)")
         p.add_argument("--root", help="data root (default: $ENS_DATA_DIR or data/ at the repository root)")
         return p
 
     gen = add("generate", "generate missing, unrecorded or stale datasets; keep valid ones")
     gen.add_argument("--repair", action="store_true", help="also regenerate files whose checksum is wrong")
     gen.add_argument("--device", default="cpu", help="torch device for sampling and solving (default: cpu)")
-    gen.add_argument("--workers", type=_positive_int, default=1,
-                     help="files generated at once, one process of one torch thread each (default: 1; same bytes)")
+    gen.add_argument("--workers", type=_positive_int, default=None,
+                     help="files generated at once, one process of one torch thread each, the longest first "
+                          "(default: $ENS_WORKERS or the number of cores; the same bytes)")
     add("verify", "recompute the checksum and the residual R(u*) of every file")
     add("info", "list the datasets of a profile and whether they exist (no checksums)",
         profile_required=False, filters=False)
@@ -152,11 +154,16 @@ def _train(args) -> int:
     return 0
 
 
+def _selected(args) -> list:
+    """The datasets of ``--profile``, ``--family`` and every ``--split`` given (all if none)."""
+    return [s for s in datasets(args.profile, args.family) if not args.split or s.split in args.split]
+
+
 def _generate(args) -> int:
     from .data import generate
     t0 = time.perf_counter()
-    actions = generate(datasets(args.profile, args.family, args.split), root=args.root, repair=args.repair,
-                       device=args.device, workers=args.workers, log=print)
+    actions = generate(_selected(args), root=args.root, repair=args.repair,
+                       device=args.device, workers=_workers(args), log=print)
     refused = [spec.path for spec, action in actions.items() if action == "refused"]
     print(f"done in {time.perf_counter() - t0:.1f} s: " + ", ".join(
         f"{sum(a == act for a in actions.values())} {act}" for act in sorted(set(actions.values()))))
@@ -169,7 +176,7 @@ def _generate(args) -> int:
 
 def _verify(args) -> int:
     from .data import verify
-    reports = verify(datasets(args.profile, args.family, args.split), root=args.root)
+    reports = verify(_selected(args), root=args.root)
     print(f"{'status':<11} {'max ||R||/scale':>15} {'tolerance':>10} {'worst R/tol':>11}  file")
     for r in reports:
         print(f"{r.status:<11} {r.max_residual:>15.2e} {r.tolerance:>10.2e} {r.worst_ratio:>11.2f}  {r.path}"

@@ -72,7 +72,7 @@ from .experiments import DatasetSpec
 from .pdes import PDE, Darcy
 
 __all__ = ["GENERATOR_VERSION", "ELLIPTIC_SOLVER_RTOL", "TRUNCATION_FACTOR", "data_root", "chunk_seed",
-           "sha256sum", "read_manifest", "generate_file", "generate", "relative_residuals", "FileReport",
+           "sha256sum", "read_manifest", "generate_file", "generation_cost", "generate", "relative_residuals", "FileReport",
            "file_status", "verify", "PDEDataset", "CorruptDataError", "load_dataset"]
 
 #: version of the generation algorithm; bump it when the bytes a spec generates change
@@ -219,6 +219,13 @@ def file_status(spec: DatasetSpec, root=None, manifest: dict | None = None, chec
     return "ok"
 
 
+def generation_cost(spec: DatasetSpec) -> float:
+    """Estimated seconds to generate ``spec`` on one core: the family's
+    :attr:`~ens.pdes.PDE.generation_cost` per sample at S = 64, times the samples and the grid's
+    cells relative to 64 x 64."""
+    return spec.pde().generation_cost * spec.n_samples * (spec.resolution / 64) ** 2
+
+
 def _generate_job(job: tuple) -> float:
     """Generate one spec's file and record it in the manifest; returns the seconds it took."""
     spec, root, device, progress = job
@@ -274,7 +281,8 @@ def generate(specs: Iterable[DatasetSpec], *, root=None, repair: bool = False, d
     if workers == 1:  # one file after the other, each reported when it is written
         for item in todo:
             done(item, _generate_job((item[1], root, device, progress)))
-    else:
+    else:  # the longest first, so that no worker is left alone with a long file at the end
+        todo.sort(key=lambda item: -generation_cost(item[1]))
         jobs = [(spec, root, device, False) for _, spec, _ in todo]
         for item, dt in zip(todo, map_jobs(_generate_job, jobs, workers=workers, threads=1)):
             done(item, dt)

@@ -127,7 +127,7 @@ def _generalisation(studies: list[pd.DataFrame], choices: pd.DataFrame) -> str:
 
 
 def _times(times: pd.DataFrame) -> str:
-    lines = ["| notebook | wall time |", "|---|---|"]
+    lines = ["| step | wall time |", "|---|---|"]
     lines += [f"| `{r.notebook}` | {r.seconds:.0f} s |" for r in times.itertuples()]
     return "\n".join(lines)
 

@@ -92,6 +92,15 @@ def test_verify_and_generate_exit_1_on_a_corrupt_file_until_repaired(root, tmp_p
     assert main(["data", "verify", *args]) == 0
 
 
+def test_a_repeated_split_option_selects_each_of_those_splits(root, capsys):
+    args = ["--profile", "ci", "--family", "poisson", "--root", str(root), "--split", "val", "--split", "test"]
+    assert main(["data", "verify", *args]) == 0
+    listed = {line.split()[-1] for line in capsys.readouterr().out.splitlines()[1:] if line.startswith("ok")}
+    assert listed == {s.path for s in datasets("ci", "poisson") if s.split in ("val", "test")}
+    assert main(["data", "generate", *args, "--workers", "1"]) == 0
+    assert "train" not in capsys.readouterr().out
+
+
 def test_info_lists_what_exists(root, capsys):
     assert main(["data", "info", "--profile", "ci", "--root", str(root)]) == 0
     out = capsys.readouterr().out

@@ -19,7 +19,16 @@ import numpy as np
 import pytest
 import torch
 
-from ens.data import CorruptDataError, PDEDataset, file_status, generate, read_manifest, sha256sum, verify
+from ens.data import (
+    CorruptDataError,
+    PDEDataset,
+    file_status,
+    generate,
+    generation_cost,
+    read_manifest,
+    sha256sum,
+    verify,
+)
 from ens.experiments import (
     CHUNK_SIZE,
     EVALUATION,
@@ -272,8 +281,8 @@ def test_failed_generation_leaves_nothing_behind(tmp_path, monkeypatch):
 
 def test_killed_generation_resumes_to_the_uninterrupted_checksums(ci_root, tmp_path):
     cmd = [sys.executable, "-m", "ens", "data", "generate", "--profile", "ci", "--family", "navier_stokes",
-           "--split", "test", "--root", str(tmp_path)]
-    # one thread, as for the reference run (see ci_root)
+           "--split", "test", "--root", str(tmp_path), "--workers", "1"]
+    # one thread, as for the reference run (see ci_root); one file after the other
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     specs = datasets("ci", "navier_stokes", "test")
     first, second = (tmp_path / "ci" / s.path for s in specs[:2])
@@ -360,6 +369,32 @@ def test_reading_one_sample_reads_one_chunk_not_the_file(tmp_path):
     assert read < 0.01 * size, f"read {read} bytes of a {size}-byte file"
     assert x.shape == (1, 32, 32) and float(x.abs().max()) > 0
     assert not torch.equal(ds[0][0], ds[CHUNK_SIZE][0])  # chunks are drawn from different streams
+
+
+def test_parallel_generation_starts_the_longest_files_first(tmp_path, monkeypatch):
+    import ens.workers
+    submitted = []
+
+    def record(fn, jobs, **kw):
+        submitted.extend(job[0].path for job in jobs)
+        return [0.0] * len(jobs)
+
+    monkeypatch.setattr(ens.workers, "map_jobs", record)
+    monkeypatch.setattr("ens.data.file_status", lambda spec, root: "missing")
+    monkeypatch.setattr("ens.data.data_root", lambda root: tmp_path)
+    for spec in datasets("ci", split="test"):  # done() reports each file's size
+        (tmp_path / "ci" / spec.path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "ci" / spec.path).write_bytes(b"")
+    specs = datasets("ci", split="test")
+    generate(specs, root=tmp_path, workers=2)
+    costs = {s.path: generation_cost(s) for s in specs}
+    assert sorted(submitted) == sorted(costs)
+    assert [costs[p] for p in submitted] == sorted(costs.values(), reverse=True)
+    # the time-stepped flows cost most per sample; a super-resolution file ~4x per sample
+    assert submitted[0].startswith(("kolmogorov/", "navier_stokes/"))
+    assert submitted[-1].startswith(("poisson/", "helmholtz/"))
+    assert generation_cost(dataset_spec("ci", "poisson", "test", "superres")) > generation_cost(
+        dataset_spec("ci", "poisson", "test", "scale=100"))
 
 
 def test_parallel_generation_writes_the_bytes_of_a_serial_one(tmp_path):

@@ -89,6 +89,9 @@ class PDE:
     periodic: ClassVar[bool] = False
     #: smallest admissible grid size S
     min_size: ClassVar[int] = 4
+    #: seconds to generate one sample (input and reference solution) at S = 64 on one core,
+    #: measured (the README's generation table); only orders generation jobs, longest first
+    generation_cost: float = 1e-3
 
     @property
     def params(self) -> dict:

@@ -202,5 +202,9 @@ class Helmholtz(_ForcedDirichlet):
 
     name = "helmholtz"
 
+    @property
+    def generation_cost(self) -> float:
+        return 0.05 if self.lam else 2e-3  # the nonlinear problem: Newton, a sparse LU per step
+
     def _k2_lam(self):
         return float(self.k) ** 2, float(self.lam)

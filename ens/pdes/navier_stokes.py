@@ -188,6 +188,7 @@ class NavierStokes(PDE):
     cfl: float = 0.3
 
     name = "navier_stokes"
+    generation_cost = 0.27
     in_channels = 1
     periodic = True
     min_size = 8
@@ -536,6 +537,7 @@ class Kolmogorov(NavierStokes):
     sample_precision: str = "float32"
 
     name = "kolmogorov"
+    generation_cost = 0.69  # the chains' warm-up on the attractor
 
     def __post_init__(self):
         super().__post_init__()
