@@ -31,14 +31,11 @@ import time
 from pathlib import Path
 
 from .experiments import PROFILES, SPLITS, STUDIES, datasets
+from .paths import data_root, results_dir
 from .pdes import FAMILIES
 from .workers import default_workers, tune_allocator
 
 __all__ = ["main", "run", "build_parser"]
-
-#: the checkout (default places of results/ and data/studies/)
-_REPO = Path(__file__).resolve().parents[1]
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ens", description="Error-Conditioned Neural Solvers companion")
@@ -120,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     pu = commands.add_parser("publish", help="publish a default-profile `make reproduce` run",
                              description="Copy the executed notebooks of RESULTS over notebooks/*.ipynb, their tables "
                                          "to reports/default/ and rewrite the README's result tables (ens.report)")
-    pu.add_argument("--results", default=str(_REPO / "results"), help="the run's folder (default: results/)")
+    pu.add_argument("--results", default=str(results_dir()), help="the run's folder (default: results/)")
     return parser
 
 
@@ -187,7 +184,7 @@ def _verify(args) -> int:
 
 
 def _info(args) -> int:
-    from .data import data_root, file_status, read_manifest
+    from .data import file_status, read_manifest
     root = data_root(args.root)
     print(f"data root: {root}")
     for profile in [args.profile] if args.profile else PROFILES:
@@ -215,7 +212,7 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _cache(args) -> Path:
-    return Path(args.cache) if args.cache else _REPO / "results" / "cache"
+    return Path(args.cache) if args.cache else results_dir() / "cache"
 
 
 def _workers(args) -> int:
@@ -234,7 +231,7 @@ def _publish(args) -> int:
 
 def _evaluate(args) -> int:
     from .evaluate import evaluate_profile
-    out = Path(args.out) if args.out else _REPO / "results" / args.profile
+    out = Path(args.out) if args.out else results_dir() / args.profile
     _, summary = evaluate_profile(args.profile, out, args.family, checkpoint_root=args.checkpoints,
                                   data_root=args.root, device=args.device, cache_dir=_cache(args), workers=_workers(args), log=print)
     cols = ["family", "setting", "method", "rel_l2", "rel_residual", "ms_per_sample", "ens_advantage", "status"]
@@ -247,7 +244,7 @@ def _generalize(args) -> int:
     import pandas as pd
 
     from .generalization import run_studies, sensitivity_settings, sensitivity_study, study_settings
-    out = Path(args.out) if args.out else _REPO / "results" / f"04_{args.profile}"
+    out = Path(args.out) if args.out else results_dir() / f"04_{args.profile}"
     kw = {"checkpoint_root": args.checkpoints, "data_root": args.root, "device": args.device}
     studies = [s for s in (args.study or STUDIES) if study_settings(s, args.family, args.profile)]
     results = run_studies(studies, args.profile, out, args.family, cache_dir=_cache(args), workers=_workers(args),

@@ -31,7 +31,7 @@ tolerance that says why the residual is not zero:
 
 * elliptic families (``||R|| / ||f||`` on the interior nodes): storing ``u`` and ``f`` in
   float32 perturbs them by at most ``2^-24`` relative, which moves the residual by at most
-  ``2^-24 (||A|| ||u|| + ||f||)``, with ``||A|| <= 8 a_max / h^2 + 3 |lam| max u^2`` for the
+  ``2^-24 (||A|| ||u|| + ||f||)``, with ``||A|| <= 8 a_max / h^2 + 3 |lam| max u^2`` (``PDE.operator_norm_bound``) for the
   5-point operators (``a_max = 1`` except for Darcy's permeability); the tolerance is that
   bound times 1.1 plus ``ELLIPTIC_SOLVER_RTOL`` for the solvers themselves. It is a worst case:
   the largest residual of a file is 4 -- 6 times below it (ci and default sets), while scaling
@@ -69,10 +69,11 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .experiments import DatasetSpec
-from .pdes import PDE, Darcy
+from .paths import data_root
+from .pdes import PDE
 
-__all__ = ["GENERATOR_VERSION", "ELLIPTIC_SOLVER_RTOL", "TRUNCATION_FACTOR", "data_root", "chunk_seed",
-           "sha256sum", "read_manifest", "generate_file", "generation_cost", "generate", "relative_residuals", "FileReport",
+__all__ = ["GENERATOR_VERSION", "ELLIPTIC_SOLVER_RTOL", "TRUNCATION_FACTOR", "chunk_seed", "sha256sum",
+           "read_manifest", "generate_file", "generation_cost", "generate", "relative_residuals", "FileReport",
            "file_status", "verify", "PDEDataset", "CorruptDataError", "load_dataset"]
 
 #: version of the generation algorithm; bump it when the bytes a spec generates change
@@ -94,18 +95,6 @@ _WHY = {"unrecorded": "not in the manifest",
 
 class CorruptDataError(RuntimeError):
     """A dataset file that is missing from the manifest, stale or fails its checksum."""
-
-
-def data_root(root: str | os.PathLike | None = None) -> Path:
-    """The data root: ``root`` if given, else ``$ENS_DATA_DIR``, else ``data/`` at the repository
-    root (the directory above the ``ens`` package when it holds ``pyproject.toml``, i.e. a
-    checkout; otherwise ``./data``)."""
-    if root is not None:
-        return Path(root)
-    if os.environ.get("ENS_DATA_DIR"):
-        return Path(os.environ["ENS_DATA_DIR"])
-    repo = Path(__file__).resolve().parents[1]
-    return repo / "data" if (repo / "pyproject.toml").exists() else Path.cwd() / "data"
 
 
 def chunk_seed(seed: int, index: int) -> int:
@@ -310,11 +299,9 @@ def relative_residuals(pde: PDE, c: torch.Tensor, u: torch.Tensor) -> tuple[torc
         tol = TRUNCATION_FACTOR * trunc + 4 * _F32_EPS * w.flatten(1).norm(dim=1) / dt
         return res / scale, tol / scale
     f = c[:, -1, 1:-1, 1:-1].flatten(1)  # the forcing is the last input channel
-    a_max = c[:, 0].flatten(1).amax(1) if isinstance(pde, Darcy) else 1.0
-    u_flat = u.flatten(1)
-    op_norm = 8 * a_max * (u.shape[-1] - 1) ** 2 + 3 * abs(getattr(pde, "lam", 0.0)) * u_flat.square().amax(1)
     scale = f.norm(dim=1)
-    tol = 1.1 * _F32_EPS * (op_norm * u_flat.norm(dim=1) / scale + 1) + ELLIPTIC_SOLVER_RTOL
+    storage = pde.operator_norm_bound(c, u) * u.flatten(1).norm(dim=1) / scale + 1
+    tol = 1.1 * _F32_EPS * storage + ELLIPTIC_SOLVER_RTOL
     return res / scale, tol
 
 

@@ -23,23 +23,21 @@ import hashlib
 import json
 import math
 import os
-import time
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from .data import data_root as _data_root
+from .checks import check_choice
 from .data import file_status, generate, load_dataset, read_manifest, sha256sum
-from .experiments import EVALUATION, ILL_CONDITIONED, check_choice, dataset_spec, in_distribution_setting
+from .experiments import EVALUATION, ILL_CONDITIONED, dataset_spec, in_distribution_setting
+from .methods import ENS_RESIDUAL, METHOD_SPECS, METHODS, RunContext, method_spec, methods_for
 from .models import Checkpoint, load_checkpoint
+from .paths import data_root as _data_root
+from .paths import write_csv
 from .solvers import (
     Trajectory,
     ens_solve,
-    gauss_newton,
-    gradient_descent,
-    newton,
-    surrogate_solve,
     test_time_optimisation,
 )
 from .train import checkpoint_path, evaluate_split
@@ -51,12 +49,10 @@ __all__ = ["load_trained", "history_frame", "iterate_loss_frame", "iterate_error
            "STOP_LOWPASS", "select_stop_lowpass", "run_key", "cached_choice", "evaluate_runs",
            "tto_selection", "split_setting", "test_spec"]
 
-#: every method of the comparison, in table order
-METHODS = ("reference", "surrogate", "ens", "gd", "gauss_newton", "newton", "tto")
-#: optional extra row: ENS with the label-free residual stop rule instead of the validation T
-#: (alpha from validation, at most the validation grid's ``max_steps``, the monitored residual
-#: low-pass filtered with the fraction chosen on validation; see :func:`ens.solvers.ens_solve`)
-ENS_RESIDUAL = "ens_residual"
+# The methods themselves (names, labels, runners, budgets) are declared in ens.methods. The extra
+# row ENS_RESIDUAL is ENS with the label-free residual stop rule instead of the validation T
+# (alpha from validation, at most the validation grid's ``max_steps``, the monitored residual
+# low-pass filtered with the fraction chosen on validation; see :func:`ens.solvers.ens_solve`).
 #: candidate low-pass fractions of the residual stop rule (1: the plain residual norm)
 STOP_LOWPASS = (1.0, 0.5, 0.25, 0.125)
 _ENS_ROWS = ("ens", ENS_RESIDUAL)
@@ -147,11 +143,6 @@ def ens_vs_surrogate(frames: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---- the residual-versus-accuracy comparison -----------------------------------------------------
-def methods_for(family: str) -> list[str]:
-    """The methods that apply to a family (Newton only to the nonlinear Helmholtz problem)."""
-    return [m for m in METHODS if m != "newton" or family == "nonlinear_helmholtz"]
-
-
 def _budget(profile: str, budget: dict | None) -> dict:
     check_choice("profile", profile, EVALUATION)
     out = {**EVALUATION[profile], **(budget or {})}
@@ -218,56 +209,6 @@ def select_stop_lowpass(ens: Checkpoint, profile: str, budget: dict | None = Non
     return float(table.sort_values("val_rel_l2").stop_lowpass.iloc[0]), table
 
 
-def _reference(pde, c: torch.Tensor, u: torch.Tensor) -> Trajectory:
-    """The numerical solver as a one-point trajectory: float64 solve on the CPU, timed whole."""
-    from .solvers import Recorder
-    c64 = c.detach().cpu().double()
-    t0 = time.perf_counter()
-    sol = pde.solve(c64)
-    elapsed = time.perf_counter() - t0
-    rec = Recorder(pde, c64, u.detach().cpu().double())
-    rec.record(sol, pde.residual(sol, c64, check=False), residual_evals=0)
-    tr = rec.trajectory("reference", sol)
-    tr.wall_time[:] = elapsed
-    return tr
-
-
-def _run(method: str, *, pde, c, u, ens: Checkpoint, sur: Checkpoint, b: dict, tto: dict | None,
-         stop_lowpass: float = 1.0) -> Trajectory:
-    common = {"u_true": u, "on_divergence": "stop"}
-    if method == "reference":
-        return _reference(pde, c, u)
-    if method == "surrogate":
-        return surrogate_solve(sur.model, pde, c, u_true=u)
-    if method == "ens":
-        return ens_solve(ens.model, pde, c, alpha=ens.inference["alpha"], steps=ens.inference["steps"], **common)
-    if method == ENS_RESIDUAL:
-        tr = ens_solve(ens.model, pde, c, alpha=ens.inference["alpha"], steps=ens.inference["max_steps"],
-                       stop="residual", stop_lowpass=stop_lowpass, **common)
-        tr.method = ENS_RESIDUAL
-        return tr
-    if method == "tto":
-        return test_time_optimisation(sur.model, pde, c, steps=min(tto["steps"], b["tto_steps"]), lr=tto["lr"],
-                                      **common)
-    # the hybrids start from the surrogate's prediction; its cost is part of their wall time
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        u0 = sur.model.predict(pde, c)
-    if c.device.type == "cuda":
-        torch.cuda.synchronize()
-    t_pred = time.perf_counter() - t0
-    if method == "gd":
-        tr = gradient_descent(pde, c, u0, steps=b["gd_steps"], **common)
-    elif method == "gauss_newton":
-        tr = gauss_newton(pde, c, u0, steps=b["gn_steps"], cg_iterations=b["cg_iterations"], **common)
-    elif method == "newton":
-        tr = newton(pde, c, u0, steps=b["newton_steps"], **common)
-    else:
-        raise ValueError(f"unknown method {method!r}; expected one of {list(METHODS)}")
-    tr.wall_time += t_pred
-    return tr
-
-
 def run_setting(profile: str, family: str, setting: str, methods=None, *, budget: dict | None = None,
                 checkpoint_root=None, data_root=None, device="cpu", tto: dict | None = None,
                 stop_lowpass: float | None = None, log=None) -> list[Trajectory]:
@@ -285,25 +226,24 @@ def run_setting(profile: str, family: str, setting: str, methods=None, *, budget
     test_family, test_setting = split_setting(family, setting)
     spec = dataset_spec(profile, test_family, "test", test_setting)
     methods = list(methods or methods_for(test_family))
-    for m in methods:
-        check_choice("method", m, METHODS + (ENS_RESIDUAL,))
+    specs = [method_spec(m) for m in methods]
     ens, sur = (load_trained(profile, family, k, checkpoint_root) for k in ("ens", "surrogate"))
     ens.model.to(device), sur.model.to(device)
-    if "tto" in methods and tto is None:
+    if any(m.choice == "tto" for m in specs) and tto is None:
         tto, _ = select_tto(sur, profile, b, data_root, device)
-    if ENS_RESIDUAL in methods and stop_lowpass is None:
+    if any(m.choice == "stop_lowpass" for m in specs) and stop_lowpass is None:
         stop_lowpass, _ = select_stop_lowpass(ens, profile, b, data_root, device)
     c_all, u_all = load_dataset(spec, data_root, True).tensors(0, b["n_samples"])
     pde = spec.pde()
     out = []
-    for method in methods:
-        kw = {"pde": pde, "ens": ens, "sur": sur, "b": {**b, "gd_steps": 1, "gn_steps": 1, "tto_steps": 1,
-                                                         "newton_steps": 1, "cg_iterations": 2},
-              "tto": tto, "stop_lowpass": stop_lowpass or 1.0}
-        _run(method, c=c_all[:1].to(device), u=u_all[:1].to(device), **kw)  # warm-up
-        parts = [_run(method, c=c_all[i:i + b["batch_size"]].to(device), u=u_all[i:i + b["batch_size"]].to(device),
-                      **{**kw, "b": b}) for i in range(0, len(c_all), b["batch_size"])]
-        tr = _concat(parts)
+    def context(lo, hi, budget):
+        return RunContext(pde, c_all[lo:hi].to(device), u_all[lo:hi].to(device), ens, sur, budget, tto,
+                          stop_lowpass or 1.0)
+
+    for spec_m in specs:
+        method = spec_m.name
+        spec_m.run(context(0, 1, {**b, **spec_m.warmup}))  # warm-up
+        tr = _concat([spec_m.run(context(i, i + b["batch_size"], b)) for i in range(0, len(c_all), b["batch_size"])])
         tr.info.update(family=family, test_family=test_family, setting=test_setting,
                        tto=tto if method == "tto" else None,
                        stop_lowpass=stop_lowpass if method == ENS_RESIDUAL else None)
@@ -393,13 +333,6 @@ def comparison_settings(families=None) -> list[tuple[str, str]]:
             [(f, s) for f, s in ILL_CONDITIONED if f in families])
 
 
-def _write_csv(df: pd.DataFrame, path: Path) -> None:
-    """Write ``df`` to ``path`` through a temporary file, so a killed job never leaves half a table."""
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-
-
 @functools.lru_cache(maxsize=1)
 def _code_digest() -> str:
     """sha256 of the ``ens`` package's source files (part of every cache key; read once per process)."""
@@ -419,7 +352,7 @@ def run_key(profile: str, family: str, setting: str, method: str, *, budget: dic
     code, checkpoints, data or budget gives a new key (a stale result is never reused).
     ``threads`` is the torch thread count of the run (default: this process's)."""
     b = _budget(profile, budget)
-    b = {k: b[k] for k in _BUDGET_KEYS.get(method, tuple(b))}  # unknown runs: the whole budget
+    b = {k: b[k] for k in (_budget_keys(method) or tuple(b))}  # unknown runs: the whole budget
     spec = test_spec(profile, family, setting)
     entry = read_manifest(_data_root(data_root) / profile)["files"].get(spec.path, {})
     parts = {"code": _code_digest(), "torch": str(torch.__version__), "threads": threads or torch.get_num_threads(),
@@ -435,11 +368,15 @@ _SAMPLES = ("n_samples", "batch_size")
 #: the budget entries each run depends on (the others stay out of its key): a method on a test set
 #: depends on the test samples and batches plus its own iterations (and the validation choice it
 #: uses); a validation choice only on its own entries
-_BUDGET_KEYS = {"reference": _SAMPLES, "surrogate": _SAMPLES, "ens": _SAMPLES, "gd": _SAMPLES + ("gd_steps",),
-                "gauss_newton": _SAMPLES + ("gn_steps", "cg_iterations"), "newton": _SAMPLES + ("newton_steps",),
-                "tto": _SAMPLES + ("tto_steps", "tto_lrs", "n_select"), ENS_RESIDUAL: _SAMPLES + ("n_sensitivity",),
-                "select_tto": ("tto_steps", "tto_lrs", "n_select"), "select_stop_lowpass": ("n_sensitivity",),
+_BUDGET_KEYS = {"select_tto": ("tto_steps", "tto_lrs", "n_select"), "select_stop_lowpass": ("n_sensitivity",),
                 "alpha_t_sensitivity": ("n_sensitivity",)}
+
+
+def _budget_keys(run: str) -> tuple[str, ...] | None:
+    """The budget entries a run's result depends on (``None``: unknown, the whole budget)."""
+    if run in METHOD_SPECS:
+        return _SAMPLES + METHOD_SPECS[run].budget
+    return _BUDGET_KEYS.get(run)
 
 
 def split_setting(family: str, setting: str) -> tuple[str, str]:
@@ -493,8 +430,8 @@ def _method_job(job: dict) -> None:
     (t,) = run_setting(job["profile"], family, setting, [method], budget=job["budget"],
                        checkpoint_root=job["checkpoint_root"], data_root=job["data_root"], device=job["device"],
                        tto=job["tto"], stop_lowpass=job["stop_lowpass"], log=job["log"])
-    _write_csv(t.frame(family=family, test_family=t.info["test_family"], setting=t.info["setting"]), paths[0])
-    _write_csv(_summary_rows([t]), paths[1])
+    write_csv(t.frame(family=family, test_family=t.info["test_family"], setting=t.info["setting"]), paths[0])
+    write_csv(_summary_rows([t]), paths[1])
 
 
 def _evaluation_job(job: dict):
@@ -504,8 +441,8 @@ def _evaluation_job(job: dict):
     return _method_job(job)
 
 
-#: relative cost of a method (for scheduling the longest jobs first)
-_COST = {"gd": 3.0, "gauss_newton": 3.0, "tto": 2.0, ENS_RESIDUAL: 1.5, "newton": 0.5}
+#: validation choice (``Method.choice``) -> the function that makes it
+_SELECT = {"tto": select_tto, "stop_lowpass": select_stop_lowpass}
 
 
 def evaluate_profile(profile: str, out_dir, families=None, settings=None, *, extra_methods=(),
@@ -575,19 +512,20 @@ def evaluate_runs(profile: str, runs, *, checkpoint_root=None, data_root=None, d
                 todo[path] = {"profile": profile, "family": family, "setting": setting, "method": m,
                               "budget": run["budget"], "log": log, "paths": (path, path.with_suffix(".summary.csv")),
                               **{k: v for k, v in common.items() if k != "threads"}}
-                for method, select in (("tto", select_tto), (ENS_RESIDUAL, select_stop_lowpass)):
-                    if m == method:
-                        key = (family, select.__name__, str(run["cache"]),
-                               run_key(profile, family, in_distribution_setting(family), select.__name__,
-                                       budget=run["budget"], **common))
-                        needs.setdefault(key, {"select": select, "profile": profile, "family": family,
-                                               "cache": run["cache"], "key_args": {**common, "budget": run["budget"]}})
-                        todo[path]["choice"] = (method, key)
+                choice = METHOD_SPECS[m].choice
+                if choice is not None:
+                    select = _SELECT[choice]
+                    key = (family, select.__name__, str(run["cache"]),
+                           run_key(profile, family, in_distribution_setting(family), select.__name__,
+                                   budget=run["budget"], **common))
+                    needs.setdefault(key, {"select": select, "profile": profile, "family": family,
+                                           "cache": run["cache"], "key_args": {**common, "budget": run["budget"]}})
+                    todo[path]["choice"] = (choice, key)
     # one pool for the choices and the runs, the longest chain first; a run that needs a choice
     # starts when it is made, the others meanwhile
     def cost(job):  # the state's size times the method's relative cost
         spec = test_spec(profile, job["family"], job["setting"])
-        return _COST.get(job["method"], 0.1) * spec.pde().out_channels * spec.resolution ** 2
+        return METHOD_SPECS[job["method"]].cost * spec.pde().out_channels * spec.resolution ** 2
 
     runs_todo = list(todo.values())
     chain = {key: 0.0 for key in needs}  # a choice costs about one run of its method, then its runs follow
@@ -603,10 +541,10 @@ def evaluate_runs(profile: str, runs, *, checkpoint_root=None, data_root=None, d
     for n, job in enumerate(jobs):
         if "select" in job:
             continue
-        method, key = job.pop("choice", (None, None))
+        choice, key = job.pop("choice", (None, None))
         job["tto"] = job["stop_lowpass"] = None
         if key is not None:
-            after[n] = (position[id(needs[key])], "tto" if method == "tto" else "stop_lowpass")
+            after[n] = (position[id(needs[key])], choice)
     map_jobs(_evaluation_job, jobs, workers=workers, threads=threads, progress=progress, after=after,
              desc=f"{', '.join(run['out'].name for run in runs)}: runs")
     if log and not todo:
@@ -619,10 +557,10 @@ def evaluate_runs(profile: str, runs, *, checkpoint_root=None, data_root=None, d
             frame = pd.concat([pd.read_csv(p) for p in paths.values()], ignore_index=True)
             summ = with_advantage(pd.concat([pd.read_csv(p.with_suffix(".summary.csv")) for p in paths.values()],
                                             ignore_index=True))
-            _write_csv(frame, run["out"] / "trajectories" / f"{stem}.csv")
+            write_csv(frame, run["out"] / "trajectories" / f"{stem}.csv")
             frames.append(frame)
             summaries.append(summ)
         traj, summ = pd.concat(frames, ignore_index=True), pd.concat(summaries, ignore_index=True)
-        _write_csv(summ, run["out"] / "summary.csv")
+        write_csv(summ, run["out"] / "summary.csv")
         results.append((traj, summ))
     return results

@@ -43,7 +43,7 @@ sets ``k=1`` .. ``k=4`` (not ``superres``) use the key ``PAIRED_TEST_KEY``; sinc
 (``100 GRF(2, 3)``), grid, sample count and generation chunking, they hold identical forcings
 (the k-shift is then also measured on the same forcings for every ``k``).
 
-Sizes per profile (``SIZES``; a profile changes sizes, never the code path):
+Sizes per profile (``SIZE_GROUPS``, read through :func:`sizes`; a profile changes sizes, never the code path):
 
 * ``ci``: S = 32, 32 train / 16 val / 16 test samples (Kolmogorov 16 / 8 / 8: every chain of
   its input law pays a warm-up); seconds per family, ~10 s for Navier--Stokes and Kolmogorov.
@@ -71,15 +71,18 @@ Every generation chunk holds ``CHUNK_SIZE`` samples (the last one fewer); see :m
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
 from dataclasses import dataclass
 
+from .checks import check_choice, check_int
 from .pdes import FAMILIES, PDE, get_pde
 
-__all__ = ["PROFILES", "SPLITS", "SIZES", "CHUNK_SIZE", "PAIRED_TEST_KEY", "CROSS_EQUATION",
-           "Sizes", "DatasetSpec", "derive_seed", "check_choice", "datasets", "dataset_spec",
+__all__ = ["PROFILES", "SPLITS", "SIZE_GROUPS", "sizes", "CHUNK_SIZE", "PAIRED_TEST_KEY", "CROSS_EQUATION",
+           "Sizes", "Shift", "FamilySpec", "FAMILY_SPECS", "family_spec", "register_family", "unregister_family",
+           "DatasetSpec", "derive_seed", "check_choice", "datasets", "dataset_spec",
            "cross_equation_pairs", "in_distribution_setting", "TRAINING", "EVALUATION", "ILL_CONDITIONED",
            "STUDIES"]
 
@@ -95,8 +98,84 @@ CROSS_EQUATION: tuple[tuple[str, str, str], ...] = (
     ("helmholtz", "poisson", "scale=100"),
 )
 
-_ELLIPTIC = ("poisson", "helmholtz", "nonlinear_helmholtz", "darcy")
 _SETTING_NAME = re.compile(r"^[A-Za-z0-9_.=+-]+$")
+
+
+@dataclass(frozen=True)
+class Shift:
+    """A shifted test set of a family: its label (a file name part, never parsed), the PDE
+    parameters it overrides, and where it sits in the zero-shot figure (``axis``, ``value``)."""
+
+    setting: str
+    params: dict
+    axis: str
+    value: str
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """Everything the experiments know about one PDE family, declared once (:data:`FAMILY_SPECS`).
+
+    ``size_group`` picks its sample counts in :data:`SIZE_GROUPS`; ``setting`` and ``params`` are
+    its training distribution; ``shifts`` its zero-shot test sets; ``axis_values`` the display
+    value of the in-distribution set on each shift axis (every axis of ``shifts`` needs one);
+    ``superres`` whether it has a super-resolution test set; ``paired_tests`` the test settings
+    seeded with :data:`PAIRED_TEST_KEY` (the cross-equation pairs' shared forcings). The PDE
+    itself (physics, verification, condition number, Newton support) is its class in
+    :data:`ens.pdes.FAMILIES`.
+    """
+
+    name: str
+    size_group: str
+    setting: str
+    params: dict
+    shifts: tuple[Shift, ...] = ()
+    axis_values: dict = dataclasses.field(default_factory=dict)
+    superres: bool = True
+    paired_tests: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        missing = sorted({s.axis for s in self.shifts} - set(self.axis_values))
+        if missing:
+            raise ValueError(f"family {self.name!r}: no in-distribution value for the shift axes {missing}")
+        for label in [self.setting] + [s.setting for s in self.shifts]:
+            if not _SETTING_NAME.match(label) or label == "superres":
+                raise ValueError(f"family {self.name!r}: setting {label!r} must match {_SETTING_NAME.pattern} "
+                                 f"and not be 'superres' (it names a file)")
+
+    def shift_axes(self) -> list[tuple[str, str, str, str]]:
+        """``(axis, family, setting, value)`` rows, axis by axis in order of first appearance, each
+        starting with the in-distribution setting."""
+        rows = []
+        for axis in dict.fromkeys(s.axis for s in self.shifts):
+            rows.append((axis, self.name, self.setting, self.axis_values[axis]))
+            rows += [(axis, self.name, s.setting, s.value) for s in self.shifts if s.axis == axis]
+        return rows
+
+
+def _darcy(contrast: int, forcing: str = "constant") -> dict:
+    return {"a_low": 3.0, "a_high": 3.0 * contrast, "forcing": forcing}
+
+
+#: family -> its spec, in the order of every family listing
+FAMILY_SPECS: dict[str, FamilySpec] = {spec.name: spec for spec in (
+    FamilySpec("poisson", "elliptic", "scale=100", {"forcing_scale": 100.0},
+               (Shift("scale=200", {"forcing_scale": 200.0}, "Poisson: forcing scale", "200"),),
+               {"Poisson: forcing scale": "100"}, paired_tests=("scale=100",)),
+    FamilySpec("helmholtz", "elliptic", "k=1", {"k": 1.0},
+               tuple(Shift(f"k={k}", {"k": float(k)}, "Helmholtz: wavenumber k", str(k)) for k in (2, 3, 4)),
+               {"Helmholtz: wavenumber k": "1"}, paired_tests=tuple(f"k={k}" for k in (1, 2, 3, 4))),
+    FamilySpec("nonlinear_helmholtz", "elliptic", "k=2_lam=-1", {"k": 2.0, "lam": -1.0}),
+    FamilySpec("darcy", "elliptic", "contrast=4", _darcy(4),
+               (Shift("contrast=8", _darcy(8), "Darcy: contrast a_high/a_low", "8"),
+                Shift("forcing=grf", _darcy(4, "grf"), "Darcy: forcing", "GRF")),
+               {"Darcy: contrast a_high/a_low": "4", "Darcy: forcing": "constant"}),
+    FamilySpec("navier_stokes", "navier_stokes", "nu=1e-3", {"nu": 1e-3, "forcing_wavenumber": 1},
+               (Shift("nu=1e-4", {"nu": 1e-4, "forcing_wavenumber": 1}, "Navier-Stokes: viscosity", "1e-4"),
+                Shift("forcing=4pi", {"nu": 1e-3, "forcing_wavenumber": 2}, "Navier-Stokes: forcing", "4 pi")),
+               {"Navier-Stokes: viscosity": "1e-3", "Navier-Stokes: forcing": "2 pi"}),
+    FamilySpec("kolmogorov", "kolmogorov", "nu=5e-4", {"nu": 5e-4}, superres=False),
+)}
 
 
 @dataclass(frozen=True)
@@ -109,44 +188,54 @@ class Sizes:
     n_test: int
 
 
-def _sizes(elliptic: Sizes, navier_stokes: Sizes, kolmogorov: Sizes) -> dict[str, Sizes]:
-    return {**{f: elliptic for f in _ELLIPTIC}, "navier_stokes": navier_stokes, "kolmogorov": kolmogorov}
-
-
-#: profile -> family -> sizes
-SIZES: dict[str, dict[str, Sizes]] = {
-    "ci": _sizes(Sizes(32, 32, 16, 16), Sizes(32, 32, 16, 16), Sizes(32, 16, 8, 8)),
-    "default": _sizes(Sizes(64, 1000, 200, 32), Sizes(64, 1000, 100, 32), Sizes(64, 1000, 100, 32)),
-    "paper": _sizes(Sizes(128, 10_000, 1000, 1000), Sizes(128, 1000, 200, 200), Sizes(128, 1000, 200, 200)),
+#: profile -> size group -> sizes (a family's group is its ``FamilySpec.size_group``)
+SIZE_GROUPS: dict[str, dict[str, Sizes]] = {
+    "ci": {"elliptic": Sizes(32, 32, 16, 16), "navier_stokes": Sizes(32, 32, 16, 16),
+           "kolmogorov": Sizes(32, 16, 8, 8)},
+    "default": {"elliptic": Sizes(64, 1000, 200, 32), "navier_stokes": Sizes(64, 1000, 100, 32),
+                "kolmogorov": Sizes(64, 1000, 100, 32)},
+    "paper": {"elliptic": Sizes(128, 10_000, 1000, 1000), "navier_stokes": Sizes(128, 1000, 200, 200),
+              "kolmogorov": Sizes(128, 1000, 200, 200)},
 }
 
-#: family -> (in-distribution setting, its parameters, {shifted test setting: its parameters})
-_SETTINGS: dict[str, tuple[str, dict, dict[str, dict]]] = {
-    "poisson": ("scale=100", {"forcing_scale": 100.0}, {"scale=200": {"forcing_scale": 200.0}}),
-    "helmholtz": ("k=1", {"k": 1.0}, {f"k={k}": {"k": float(k)} for k in (2, 3, 4)}),
-    "nonlinear_helmholtz": ("k=2_lam=-1", {"k": 2.0, "lam": -1.0}, {}),
-    "darcy": ("contrast=4", {"a_low": 3.0, "a_high": 12.0, "forcing": "constant"},
-              {"contrast=8": {"a_low": 3.0, "a_high": 24.0, "forcing": "constant"},
-               "forcing=grf": {"a_low": 3.0, "a_high": 12.0, "forcing": "grf"}}),
-    "navier_stokes": ("nu=1e-3", {"nu": 1e-3, "forcing_wavenumber": 1},
-                      {"nu=1e-4": {"nu": 1e-4, "forcing_wavenumber": 1},
-                       "forcing=4pi": {"nu": 1e-3, "forcing_wavenumber": 2}}),
-    "kolmogorov": ("nu=5e-4", {"nu": 5e-4}, {}),
-}
-#: (split, family, setting) of the test sets seeded with PAIRED_TEST_KEY
-_PAIRED_TESTS = frozenset([("test", "poisson", "scale=100")] + [("test", "helmholtz", f"k={k}") for k in (1, 2, 3, 4)])
-_SUPERRES = ("poisson", "helmholtz", "nonlinear_helmholtz", "darcy", "navier_stokes")
+
+def sizes(profile: str, family: str) -> Sizes:
+    """Grid size and sample counts of ``family`` in ``profile``."""
+    check_choice("profile", profile, SIZE_GROUPS)
+    return SIZE_GROUPS[profile][family_spec(family).size_group]
+
+
+def family_spec(family: str) -> FamilySpec:
+    """The :class:`FamilySpec` of a family; ``ValueError`` lists the known families."""
+    check_choice("family", family, FAMILY_SPECS)
+    return FAMILY_SPECS[family]
+
+
+def register_family(spec: FamilySpec, pde_class: type, defaults: dict | None = None) -> None:
+    """Add a PDE family: its experiments spec here and its class (with the default parameters
+    that distinguish it from the class defaults) in :data:`ens.pdes.FAMILIES`. Everything that
+    lists families (datasets, training, evaluation, the studies, the plots) then includes it.
+    The registration lives in this process: worker processes (``workers > 1``) start afresh, so
+    a family they must know is registered in a module they import (or the jobs run with
+    ``workers=1``)."""
+    if spec.name in FAMILY_SPECS or spec.name in FAMILIES:
+        raise ValueError(f"family {spec.name!r} exists already")
+    for profile, groups in SIZE_GROUPS.items():
+        check_choice(f"size group of {spec.name!r} in profile {profile!r}", spec.size_group, groups)
+    FAMILIES[spec.name] = (pde_class, dict(defaults or {}))
+    FAMILY_SPECS[spec.name] = spec
+    get_pde(spec.name, **spec.params)  # unknown parameters fail here
+
+
+def unregister_family(name: str) -> None:
+    """Remove a family added by :func:`register_family` (for tests and what-if sessions)."""
+    FAMILY_SPECS.pop(name, None)
+    FAMILIES.pop(name, None)
 
 
 def derive_seed(key: str) -> int:
     """Seed of a dataset key: the first 4 bytes of ``sha256(key)``, big-endian, masked to 31 bits."""
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") & 0x7FFF_FFFF
-
-
-def check_choice(kind: str, value, choices) -> None:
-    """Raise ``ValueError`` naming the valid choices if ``value`` is not one of them."""
-    if value not in choices:
-        raise ValueError(f"unknown {kind} {value!r}; expected one of {list(choices)}")
 
 
 @dataclass(frozen=True)
@@ -177,9 +266,7 @@ class DatasetSpec:
         params = self.params.items() if isinstance(self.params, dict) else self.params
         object.__setattr__(self, "params", tuple(sorted((str(k), v) for k, v in params)))
         for name in ("resolution", "n_samples", "chunk_size"):
-            val = getattr(self, name)
-            if not isinstance(val, int) or isinstance(val, bool) or val < 1:
-                raise ValueError(f"expected {name} to be a positive int, got {val!r}")
+            check_int(getattr(self, name), name)
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2 ** 31:
             raise ValueError(f"expected seed to be an int in [0, 2**31), got {self.seed!r}")
         self.pde()  # unknown parameters or invalid values fail here, with get_pde's message
@@ -204,21 +291,21 @@ class DatasetSpec:
 
 
 def _family_specs(profile: str, family: str) -> list[DatasetSpec]:
-    size = SIZES[profile][family]
-    base, base_params, shifts = _SETTINGS[family]
+    size, fam = sizes(profile, family), family_spec(family)
     n = {"train": size.n_train, "val": size.n_val, "test": size.n_test}
 
     def spec(split, setting, params, resolution=size.resolution, n_samples=None):
-        key = PAIRED_TEST_KEY if (split, family, setting) in _PAIRED_TESTS else f"{family}/{split}/{setting}"
+        paired = split == "test" and setting in fam.paired_tests
+        key = PAIRED_TEST_KEY if paired else f"{family}/{split}/{setting}"
         return DatasetSpec(profile, family, split, setting, params, resolution, n_samples or n[split],
                            derive_seed(key))
 
-    specs = [spec(split, base, base_params) for split in SPLITS]
-    specs += [spec("test", name, params) for name, params in shifts.items()]
-    if family in _SUPERRES:
+    specs = [spec(split, fam.setting, fam.params) for split in SPLITS]
+    specs += [spec("test", s.setting, s.params) for s in fam.shifts]
+    if fam.superres:
         fine = 2 * size.resolution if FAMILIES[family][0].periodic else 2 * size.resolution - 1
         # the samples the super-resolution study reads (the first ones of a full test set's chunk)
-        specs.append(spec("test", "superres", base_params, fine, min(n["test"], EVALUATION[profile]["n_superres"])))
+        specs.append(spec("test", "superres", fam.params, fine, min(n["test"], EVALUATION[profile]["n_superres"])))
     return specs
 
 
@@ -251,8 +338,7 @@ def cross_equation_pairs(profile: str) -> list[tuple[str, DatasetSpec]]:
 
 def in_distribution_setting(family: str) -> str:
     """The setting label of a family's training distribution, e.g. ``"k=1"`` for Helmholtz."""
-    check_choice("family", family, FAMILIES)
-    return _SETTINGS[family][0]
+    return family_spec(family).setting
 
 
 #: training settings per profile (``ens.train.TrainConfig`` fields): ``"all"`` for every family,

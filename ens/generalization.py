@@ -31,18 +31,14 @@ reported only as the ceiling that per-set hand tuning could reach, never as a re
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 
+from .checks import check_choice
 from .data import file_status, generate, load_dataset
 from .evaluate import (
     ENS_RESIDUAL,
-    _write_csv,
     cached_choice,
     evaluate_runs,
     load_trained,
@@ -54,37 +50,25 @@ from .evaluate import (
 from .experiments import (
     CROSS_EQUATION,
     EVALUATION,
+    FAMILY_SPECS,
     STUDIES,
-    check_choice,
     dataset_spec,
     datasets,
     in_distribution_setting,
 )
+from .paths import write_csv
 from .pdes import FAMILIES
 from .solvers import ens_solve
 from .workers import map_jobs, run_threads
 
-__all__ = ["STUDIES", "SHIFT_AXES", "study_settings", "run_study", "run_studies", "shift_frame", "condition_numbers",
+__all__ = ["STUDIES", "shift_axes", "study_settings", "run_study", "run_studies", "shift_frame", "condition_numbers",
            "alpha_t_sensitivity", "sensitivity_settings", "sensitivity_study", "advantage_vs_condition"]
 
-#: the zero-shot shift axes: (axis, family, setting, value), in axis order; the first entry of
-#: each axis is the in-distribution setting
-SHIFT_AXES: tuple[tuple[str, str, str, str], ...] = (
-    ("Poisson: forcing scale", "poisson", "scale=100", "100"),
-    ("Poisson: forcing scale", "poisson", "scale=200", "200"),
-    ("Helmholtz: wavenumber k", "helmholtz", "k=1", "1"),
-    ("Helmholtz: wavenumber k", "helmholtz", "k=2", "2"),
-    ("Helmholtz: wavenumber k", "helmholtz", "k=3", "3"),
-    ("Helmholtz: wavenumber k", "helmholtz", "k=4", "4"),
-    ("Darcy: contrast a_high/a_low", "darcy", "contrast=4", "4"),
-    ("Darcy: contrast a_high/a_low", "darcy", "contrast=8", "8"),
-    ("Darcy: forcing", "darcy", "contrast=4", "constant"),
-    ("Darcy: forcing", "darcy", "forcing=grf", "GRF"),
-    ("Navier-Stokes: viscosity", "navier_stokes", "nu=1e-3", "1e-3"),
-    ("Navier-Stokes: viscosity", "navier_stokes", "nu=1e-4", "1e-4"),
-    ("Navier-Stokes: forcing", "navier_stokes", "nu=1e-3", "2 pi"),
-    ("Navier-Stokes: forcing", "navier_stokes", "forcing=4pi", "4 pi"),
-)
+def shift_axes() -> list[tuple[str, str, str, str]]:
+    """The zero-shot shift axes, ``(axis, family, setting, value)`` rows in family and axis order
+    (:meth:`ens.experiments.FamilySpec.shift_axes`); the first row of each axis is the
+    in-distribution setting."""
+    return [row for spec in FAMILY_SPECS.values() for row in spec.shift_axes()]
 
 
 def _test_sets(profile: str, family: str) -> list[str]:
@@ -148,59 +132,27 @@ def run_studies(studies, profile: str, out_dir, families=None, *, budget: dict |
 
 
 def shift_frame(summary: pd.DataFrame) -> pd.DataFrame:
-    """The zero-shot summary rows on their shift axes (:data:`SHIFT_AXES`): one row per (axis,
+    """The zero-shot summary rows on their shift axes (:func:`shift_axes`): one row per (axis,
     value, method) with ``rel_l2``; an in-distribution setting appears on every axis it starts."""
-    axes = pd.DataFrame(SHIFT_AXES, columns=["axis", "family", "setting", "value"])
+    axes = pd.DataFrame(shift_axes(), columns=["axis", "family", "setting", "value"])
     axes["order"] = range(len(axes))
     rows = summary[summary.family == summary.test_family].astype({"setting": str})
     return axes.merge(rows, on=["family", "setting"]).sort_values(["order", "method"]).drop(columns="order")
 
 
 # ---- condition numbers of the test operators -----------------------------------------------------
-def _laplacian(S: int) -> sp.csr_matrix:
-    """5-point ``Delta_h`` on the ``(S-2)^2`` interior nodes (Dirichlet), row-major."""
-    n, h2 = S - 2, (S - 1) ** -2
-    d = sp.diags([np.ones(n - 1), -2 * np.ones(n), np.ones(n - 1)], [-1, 0, 1])
-    eye = sp.identity(n)
-    return ((sp.kron(eye, d) + sp.kron(d, eye)) / h2).tocsr()
-
-
-def _kappa_sparse(a: sp.spmatrix) -> float:
-    """2-norm condition number of a symmetric sparse matrix: largest |eigenvalue| over the one
-    closest to zero (shift-invert at 0)."""
-    big = abs(spla.eigsh(a, k=1, which="LM", return_eigenvectors=False)[0])
-    small = abs(spla.eigsh(a.tocsc(), k=1, sigma=0.0, which="LM", return_eigenvectors=False)[0])
-    return float(big / small) if small > 0 else math.inf
-
-
 def condition_numbers(profile: str, settings, n_samples: int = 4, data_root=None) -> pd.DataFrame:
-    """Condition number of each test setting's (linearised) operator at its resolution.
-
-    Poisson and Helmholtz: closed form (the DST eigenvalues, as :func:`ens.theory.condition_number`). Darcy: the
-    finite-volume matrix of each of the first ``n_samples`` permeabilities, averaged.
-    Nonlinear Helmholtz: the Jacobian ``Delta_h + k^2 + 3 lam u*^2`` at the reference solutions.
-    Navier--Stokes and Kolmogorov flow: ``NaN`` (their space-time Jacobian is not a single
-    elliptic operator; see notebook 03)."""
+    """Condition number of each test setting's (linearised) operator at its resolution: the PDE's
+    :meth:`~ens.pdes.PDE.condition_number` on the first ``n_samples`` test samples (closed form
+    for Poisson and Helmholtz, sparse eigenvalue solves for Darcy and nonlinear Helmholtz, ``NaN``
+    for the flows)."""
     rows = []
     for family, setting in settings:
         test_family, test_setting = split_setting(family, setting)
         spec = dataset_spec(profile, test_family, "test", test_setting)
-        pde, S, kappa = spec.pde(), spec.resolution, math.nan
-        if test_family in ("poisson", "helmholtz"):
-            sigma = pde.operator_eigenvalues(S).abs()
-            kappa = float(sigma.max() / sigma.min())
-        elif test_family in ("darcy", "nonlinear_helmholtz"):
-            c, u = load_dataset(spec, data_root, True).tensors(0, n_samples)
-            ks = []
-            for i in range(len(c)):
-                if test_family == "darcy":
-                    from .pdes.darcy import fv_matrix
-                    mat = fv_matrix(c[i, 0].double().numpy())
-                else:
-                    ui = u[i, 0, 1:-1, 1:-1].double().numpy().ravel()
-                    mat = _laplacian(S) + sp.diags(pde.k ** 2 + 3 * pde.lam * ui ** 2)
-                ks.append(_kappa_sparse(mat))
-            kappa = float(np.mean(ks))
+        pde, S = spec.pde(), spec.resolution
+        samples = load_dataset(spec, data_root, True).tensors(0, n_samples) if pde.condition_number_needs_samples else ()
+        kappa = pde.condition_number(S, *samples)
         rows.append({"family": family, "test_family": test_family, "setting": test_setting, "resolution": S,
                      "kappa": kappa})
     return pd.DataFrame(rows)
@@ -263,8 +215,8 @@ def _sensitivity_job(job: dict) -> None:
     cv, row = alpha_t_sensitivity(job["profile"], job["family"], job["setting"], n_samples=job["n_samples"],
                                   stop_lowpass=job["stop_lowpass"], checkpoint_root=job["checkpoint_root"],
                                   data_root=job["data_root"], device=job["device"])
-    _write_csv(cv, job["paths"][0])
-    _write_csv(pd.DataFrame([row]), job["paths"][1])
+    write_csv(cv, job["paths"][0])
+    write_csv(pd.DataFrame([row]), job["paths"][1])
 
 
 def sensitivity_settings(settings) -> list[tuple[str, str]]:
@@ -310,5 +262,5 @@ def sensitivity_study(profile: str, settings, out_dir, *, n_samples: int | None 
     map_jobs(_sensitivity_job, jobs, workers=workers, threads=threads, progress=progress, desc="alpha/T sensitivity")
     curves = pd.concat([pd.read_csv(p) for p, _ in paths], ignore_index=True)
     choices = pd.concat([pd.read_csv(r) for _, r in paths], ignore_index=True)
-    _write_csv(choices, out / "choices.csv")
+    write_csv(choices, out / "choices.csv")
     return curves, choices

@@ -33,12 +33,13 @@ from pathlib import Path
 import torch
 
 from . import plots
-from .experiments import PROFILES, check_choice
+from .checks import check_choice
+from .experiments import PROFILES
+from .paths import checkout
 from .workers import default_workers, tune_allocator
 
 __all__ = ["Notebook", "setup", "provenance", "sig2", "sig3", "PUBLISHED_PATHS"]
 
-_REPO = Path(__file__).resolve().parents[1]
 #: files that ``make publish`` rewrites after an execution; changes to them do not make the
 #: recorded commit "dirty" (they are the outputs, not the code that computed them)
 PUBLISHED_PATHS = ("notebooks/*.ipynb", "reports/", "README.md")
@@ -57,7 +58,7 @@ def sig2(x) -> str:
 
 def _git(*args: str) -> str | None:
     try:
-        out = subprocess.run(["git", *args], cwd=_REPO, capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", *args], cwd=checkout(), capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.rstrip() if out.returncode == 0 else None

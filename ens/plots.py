@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from .methods import LABELS
+
 __all__ = ["set_style", "save_figure", "plot_conditioning", "plot_bound_tightness", "plot_gd_damping",
            "plot_trajectories", "plot_error_bands", "plot_training_curves", "plot_iterate_losses",
            "plot_iterate_errors", "plot_stability", "plot_error_vs_residual", "plot_error_vs_time", "plot_shift",
@@ -330,10 +332,14 @@ def plot_tto_selection(table: pd.DataFrame, path: str | Path | None = None) -> m
 
 
 #: the methods of the residual-versus-accuracy comparison, in legend order, with their labels
-COMPARISON_LABELS = {"reference": "reference solver", "surrogate": "surrogate", "ens": "ENS", "gd": "residual GD",
-                     "gauss_newton": "Gauss-Newton (LM)", "newton": "Newton", "tto": "test-time opt.",
-                     "ens_residual": "ENS, residual stop"}
-_PALETTE = dict(zip(COMPARISON_LABELS.values(), sns.color_palette("colorblind", len(COMPARISON_LABELS))))
+#: (:data:`ens.methods.LABELS`, the same dict: a registered method appears here)
+COMPARISON_LABELS = LABELS
+
+
+def _palette() -> dict:
+    """label -> colour, one per method in registration order (stable for the built-in methods)."""
+    labels = list(COMPARISON_LABELS.values())
+    return dict(zip(labels, sns.color_palette("colorblind", max(len(labels), 10))))
 
 
 def setting_label(frame: pd.DataFrame) -> pd.Series:
@@ -376,7 +382,7 @@ def _panels(frame: pd.DataFrame, x: str, xlabel: str, path, xscale="log") -> mat
     panels = list(dict.fromkeys(frame.panel))
     fig, axes = _grid(len(panels), 3, 3.8, 3.0)
     order = [COMPARISON_LABELS[m] for m in COMPARISON_LABELS if COMPARISON_LABELS[m] in set(frame.label)]
-    palette = _PALETTE
+    palette = _palette()
     for ax, panel in zip(axes.flat, panels):
         df = frame[frame.panel == panel]
         for label in order:
@@ -421,7 +427,7 @@ def plot_shift(frame: pd.DataFrame, path: str | Path | None = None) -> matplotli
         values = list(dict.fromkeys(df.value))
         for lab in order:
             d = df[df.label == lab].set_index("value").reindex(values)
-            ax.plot(range(len(values)), d.rel_l2, marker="o", ms=4, color=_PALETTE[lab], label=lab,
+            ax.plot(range(len(values)), d.rel_l2, marker="o", ms=4, color=_palette()[lab], label=lab,
                     ls="--" if lab == COMPARISON_LABELS["ens_residual"] else "-")
         ax.set_xticks(range(len(values)), values)
         ax.set(yscale="log", title=name, xlabel="(first: training distribution)", ylabel="rel. L2 error")
@@ -439,7 +445,7 @@ def plot_advantage_vs_condition(frame: pd.DataFrame, floor: float = 0.05,
         data = data.assign(method=data.method.map(COMPARISON_LABELS).fillna(data.method))
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     sns.scatterplot(data=data, x="kappa", y="ens_advantage", hue="method" if "method" in data else None,
-                    style="test_family", s=70, ax=ax, palette=_PALETTE if "method" in data else None)
+                    style="test_family", s=70, ax=ax, palette=_palette() if "method" in data else None)
     ax.axhline(1.0, color="0.4", ls=":", lw=1)
     low = data[data.ens_advantage < floor]
     if len(low):  # e.g. Newton solving the nonlinear problem to 1e-8: off the scale, named instead

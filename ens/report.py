@@ -27,10 +27,10 @@ import pandas as pd
 
 from .experiments import in_distribution_setting
 from .notebook import sig2, sig3
+from .paths import checkout
 
 __all__ = ["TABLES", "REPORT_DIR", "publish", "readme_blocks", "render_readme", "check_executed_notebook"]
 
-_REPO = Path(__file__).resolve().parents[1]
 #: where the published tables live in the checkout
 REPORT_DIR = Path("reports") / "default"
 #: published table -> where the notebooks of a default run wrote it under results/
@@ -135,7 +135,7 @@ def _times(times: pd.DataFrame) -> str:
 def readme_blocks(report_dir: Path | None = None) -> dict[str, str]:
     """The README's generated blocks, rendered from the published tables in ``report_dir``
     (default ``reports/default/`` of the checkout)."""
-    d = Path(report_dir) if report_dir is not None else _REPO / REPORT_DIR
+    d = Path(report_dir) if report_dir is not None else checkout() / REPORT_DIR
     return _blocks({name: pd.read_csv(d / name) for name in TABLES})
 
 
@@ -166,7 +166,7 @@ def _times_table(results: Path) -> pd.DataFrame:
 
 def publish(results_dir="results", repo: Path | None = None, log=print) -> None:
     """Publish a finished default-profile ``make reproduce`` run from ``results_dir`` (module docstring)."""
-    repo = Path(repo) if repo is not None else _REPO
+    repo = Path(repo) if repo is not None else checkout()
     results = Path(results_dir)
     sources = sorted((repo / "notebooks").glob("[0-9][0-9]_*.py"))
     executed = [results / s.with_suffix(".ipynb").name for s in sources]

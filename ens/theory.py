@@ -46,6 +46,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from .checks import check_int
 from .pdes import get_pde
 from .pdes.helmholtz import Helmholtz
 from .pdes.stencil import dst2
@@ -98,12 +99,8 @@ def resolve_parameters(profile: str, resolutions=None, k_values=(0.0, 1.0, 2.0, 
     if isinstance(k_values, (int, float, str)) or not len(k_values):
         raise ValueError(f"expected k_values to be a non-empty list of wavenumbers, got {k_values!r}")
     k_values = tuple(_check_k(k) for k in k_values)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"expected seed to be an int >= 0, got {seed!r}")
-    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
-        raise ValueError(f"expected n_samples to be a positive int, got {n_samples!r}")
     return {"profile": profile, "resolutions": resolutions, "k_values": k_values,
-            "seed": int(seed), "n_samples": int(n_samples)}
+            "seed": check_int(seed, "seed", 0), "n_samples": check_int(n_samples, "n_samples")}
 
 
 # ---------------------------------------------------------------------------------------------

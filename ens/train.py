@@ -41,8 +41,9 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from .checks import check_choice, check_int, check_number
 from .data import load_dataset
-from .experiments import TRAINING, check_choice, dataset_spec, in_distribution_setting
+from .experiments import TRAINING, dataset_spec, in_distribution_setting
 from .models import (
     BACKBONES,
     SCALINGS,
@@ -54,6 +55,7 @@ from .models import (
     save_checkpoint,
 )
 from .models.checkpoint import solver_state
+from .paths import checkpoint_root, studies_dir
 from .pdes import FAMILIES, PDE
 from .solvers import ens_solve, surrogate_solve
 
@@ -107,17 +109,13 @@ class TrainConfig:
         object.__setattr__(self, "backbone_kwargs", tuple(sorted((str(k), v) for k, v in kwargs)))
         object.__setattr__(self, "alphas", tuple(float(a) for a in self.alphas))
         for name in ("epochs", "batch_size", "steps", "max_steps", "n_select", "seed"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < (0 if name == "seed" else 1):
-                raise ValueError(f"expected {name} to be a positive int, got {v!r}")
+            check_int(getattr(self, name), name, 0 if name == "seed" else 1)
         for name in ("lr", "alpha", "save_every_s"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise ValueError(f"expected {name} to be a positive number, got {v!r}")
+            check_number(getattr(self, name), name)
         if not self.alphas or any(not (math.isfinite(a) and a > 0) for a in self.alphas):
             raise ValueError(f"expected alphas to be positive numbers, got {self.alphas!r}")
-        if self.n_train is not None and (not isinstance(self.n_train, int) or self.n_train < 1):
-            raise ValueError(f"expected n_train to be a positive int or None, got {self.n_train!r}")
+        if self.n_train is not None:
+            check_int(self.n_train, "n_train (or None)")
 
     @classmethod
     def for_profile(cls, profile: str, family: str, kind: str = "ens", **overrides) -> "TrainConfig":
@@ -145,9 +143,7 @@ class TrainConfig:
 def checkpoint_dir(profile: str, root: str | os.PathLike | None = None) -> Path:
     """Where the checkpoints of a profile live: ``root`` if given, else ``$ENS_CHECKPOINT_DIR``,
     else ``data/checkpoints`` of the checkout; then ``/<profile>``."""
-    if root is None:
-        root = os.environ.get("ENS_CHECKPOINT_DIR") or Path(__file__).resolve().parents[1] / "data" / "checkpoints"
-    return Path(root) / profile
+    return checkpoint_root(root) / profile
 
 
 def checkpoint_path(profile: str, family: str, kind: str, root=None) -> Path:
@@ -413,8 +409,7 @@ RECIPE_VARIANTS: dict[str, dict] = {
 def recipe_study_path(profile: str, family: str, root: str | os.PathLike | None = None) -> Path:
     """The recipe study's table ``<root>/recipe_<profile>_<family>.csv``; ``root`` defaults to the
     shipped ``data/studies`` of the checkout (where ``ens study`` writes and notebook 02 reads)."""
-    root = Path(root) if root is not None else Path(__file__).resolve().parents[1] / "data" / "studies"
-    return root / f"recipe_{profile}_{family}.csv"
+    return (Path(root) if root is not None else studies_dir()) / f"recipe_{profile}_{family}.csv"
 
 
 def recipe_study(profile: str, family: str, out_dir: str | os.PathLike, *, variants: dict[str, dict] | None = None,

@@ -36,6 +36,8 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 import torch
 from tqdm.auto import tqdm
 
+from .checks import check_int
+
 __all__ = ["default_workers", "run_threads", "map_jobs", "shutdown_pool", "tune_allocator"]
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, glibc's malloc.h
@@ -93,9 +95,8 @@ def map_jobs(fn: Callable, jobs: Sequence, *, workers: int = 1, threads: int = 1
     ``jobs[i][key]`` set to its result, so dependent jobs need no barrier between them and the
     others. ``progress`` shows a ``tqdm.auto`` bar of finished jobs.
     """
-    for name, val in (("workers", workers), ("threads", threads)):
-        if not isinstance(val, int) or isinstance(val, bool) or val < 1:
-            raise ValueError(f"expected {name} to be a positive int, got {val!r}")
+    check_int(workers, "workers")
+    check_int(threads, "threads")
     jobs, after = list(jobs), dict(after or {})
     for i, (j, _) in after.items():
         if not 0 <= j < i < len(jobs):

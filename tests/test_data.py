@@ -34,13 +34,13 @@ from ens.experiments import (
     EVALUATION,
     PAIRED_TEST_KEY,
     PROFILES,
-    SIZES,
     SPLITS,
     DatasetSpec,
     cross_equation_pairs,
     dataset_spec,
     datasets,
     derive_seed,
+    sizes,
 )
 from ens.pdes import FAMILIES
 
@@ -88,7 +88,7 @@ def test_every_family_has_disjoint_splits_and_its_shifted_test_sets(profile):
         # validation is in-distribution only: one setting, the training one
         assert len(by_split["train"]) == 1 and by_split["val"] == by_split["train"]
         assert by_split["train"] <= tests
-        size = SIZES[profile][family]
+        size = sizes(profile, family)
         for s in specs:
             n = {"train": size.n_train, "val": size.n_val, "test": size.n_test}[s.split]
             # a super-resolution set holds the samples its study reads, no more
@@ -107,7 +107,7 @@ def test_profiles_change_sizes_only():
     for family in FAMILIES:
         keys = [[(s.split, s.setting, s.params, s.seed) for s in datasets(p, family)] for p in PROFILES]
         assert keys[0] == keys[1] == keys[2]
-    assert [SIZES[p]["poisson"].resolution for p in PROFILES] == [32, 64, 128]
+    assert [sizes(p, "poisson").resolution for p in PROFILES] == [32, 64, 128]
 
 
 def test_shift_values_live_in_params_not_only_in_names():

@@ -14,17 +14,17 @@ from ens.data import generate, load_dataset
 from ens.evaluate import STOP_LOWPASS, load_trained, select_stop_lowpass
 from ens.experiments import dataset_spec, datasets
 from ens.generalization import (
-    SHIFT_AXES,
     STUDIES,
-    _laplacian,
     alpha_t_sensitivity,
     condition_numbers,
     run_study,
     sensitivity_study,
+    shift_axes,
     shift_frame,
     study_settings,
 )
 from ens.pdes.darcy import fv_matrix
+from ens.pdes.stencil import laplacian_matrix
 from ens.solvers import ens_solve
 
 BUDGET = {"n_samples": 4, "batch_size": 4, "gd_steps": 3, "gn_steps": 2, "cg_iterations": 3, "tto_steps": 2,
@@ -50,7 +50,7 @@ def test_study_settings():
     assert study_settings("cross_equation", ["poisson"]) == []  # a pair needs both families
     assert [f for f, _ in study_settings("superres")] == ["poisson", "helmholtz", "nonlinear_helmholtz", "darcy",
                                                          "navier_stokes"]
-    assert {(f, s) for _, f, s, _ in SHIFT_AXES} == set(zs)  # every zero-shot set sits on a shift axis
+    assert {(f, s) for _, f, s, _ in shift_axes()} == set(zs)  # every zero-shot set sits on a shift axis
     with pytest.raises(ValueError, match="unknown study"):
         study_settings("few_shot")
     with pytest.raises(ValueError, match="unknown family"):
@@ -119,11 +119,11 @@ def test_condition_numbers_match_dense_linear_algebra(data_root):
     spec = dataset_spec("ci", "nonlinear_helmholtz", "test", "k=2_lam=-1")
     _, u = load_dataset(spec, data_root).tensors(0, n)
     pde = spec.pde()
-    jac = [_laplacian(32).toarray() + np.diag(pde.k ** 2 + 3 * pde.lam * u[i, 0, 1:-1, 1:-1].double().numpy().ravel() ** 2)
+    jac = [laplacian_matrix(32).toarray() + np.diag(pde.k ** 2 + 3 * pde.lam * u[i, 0, 1:-1, 1:-1].double().numpy().ravel() ** 2)
            for i in range(n)]
     assert d.kappa.iloc[1] == pytest.approx(np.mean([np.linalg.cond(j) for j in jac]), rel=1e-6)
     # the sparse Laplacian is the PDE's own operator: its eigenvalues are the closed-form ones
-    ev = np.sort(np.linalg.eigvalsh(_laplacian(12).toarray()))
+    ev = np.sort(np.linalg.eigvalsh(laplacian_matrix(12).toarray()))
     np.testing.assert_allclose(ev, np.sort(theory.helmholtz_spectrum(12, 0.0).flatten().numpy()), rtol=1e-10)
 
 
@@ -158,8 +158,8 @@ def test_alpha_t_rules(data_root, tmp_path, monkeypatch):
 
 def test_shift_frame_puts_each_set_on_its_axes():
     rows = [{"family": f, "test_family": f, "setting": s, "method": m, "rel_l2": 0.1}
-            for _, f, s, _ in SHIFT_AXES for m in ("ens", "surrogate")]
+            for _, f, s, _ in shift_axes() for m in ("ens", "surrogate")]
     frame = shift_frame(pd.DataFrame(rows).drop_duplicates())
-    assert list(dict.fromkeys(frame.axis)) == list(dict.fromkeys(a for a, *_ in SHIFT_AXES))
+    assert list(dict.fromkeys(frame.axis)) == list(dict.fromkeys(a for a, *_ in shift_axes()))
     darcy = frame[(frame.axis == "Darcy: forcing") & (frame.method == "ens")]
     assert list(darcy.value) == ["constant", "GRF"] and list(darcy.setting) == ["contrast=4", "forcing=grf"]

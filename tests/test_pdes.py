@@ -117,3 +117,17 @@ def test_unknown_family_or_parameter_lists_the_valid_choices():
         get_pde("heat")
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['kappa'\].*'k'"):
         get_pde("helmholtz", kappa=2.0)
+
+
+def test_each_family_declares_its_hooks_on_its_pde_class():
+    pdes = {f: get_pde(f) for f in FAMILIES}
+    assert [f for f, p in pdes.items() if p.supports_newton] == ["poisson", "helmholtz", "nonlinear_helmholtz"]
+    assert [f for f, p in pdes.items() if p.condition_number_needs_samples] == ["nonlinear_helmholtz", "darcy"]
+    assert pdes["helmholtz"].condition_number(32) == pytest.approx(float(
+        pdes["helmholtz"].operator_eigenvalues(32).abs().max() / pdes["helmholtz"].operator_eigenvalues(32).abs().min()))
+    assert math.isnan(pdes["navier_stokes"].condition_number(32)) and math.isnan(pdes["kolmogorov"].condition_number(32))
+    with pytest.raises(NotImplementedError, match="operator_norm_bound"):  # a flow is verified another way
+        pdes["navier_stokes"].operator_norm_bound(torch.zeros(1, 1, 8, 8), torch.zeros(1, 10, 8, 8))
+    # the measured generation costs order the jobs: the time-stepped flows, then the LU-based solves
+    cost = {f: p.generation_cost for f, p in pdes.items()}
+    assert cost["kolmogorov"] > cost["navier_stokes"] > cost["nonlinear_helmholtz"] > cost["darcy"] > cost["poisson"]

@@ -30,6 +30,8 @@ import torch
 from neuralop.layers.fno_block import FNOBlocks
 from torch import nn
 
+from ..checks import check_int
+
 __all__ = ["FNOCNN", "coordinate_channels", "wrap_padded"]
 
 
@@ -45,8 +47,7 @@ def coordinate_channels(x: torch.Tensor) -> torch.Tensor:
 def wrap_padded(h: torch.Tensor, p: int) -> torch.Tensor:
     """``h`` (``(..., H, W)``) with ``p`` samples appended to both axes, interpolated linearly
     across the periodic wrap from the last sample back to the first (``p = 0``: ``h`` itself)."""
-    if not isinstance(p, int) or isinstance(p, bool) or p < 0:
-        raise ValueError(f"expected wrap_pad to be a non-negative int, got {p!r}")
+    check_int(p, "wrap_pad", 0)
     if p == 0:
         return h
     frac = torch.arange(1, p + 1, dtype=h.dtype, device=h.device) / (p + 1)
@@ -80,8 +81,7 @@ class FNOCNN(nn.Module):
         super().__init__()
         for name, val in (("in_channels", in_channels), ("out_channels", out_channels), ("width", width),
                           ("modes", modes), ("layers", layers)):
-            if not isinstance(val, int) or isinstance(val, bool) or val < 1:
-                raise ValueError(f"expected {name} to be a positive int, got {val!r}")
+            check_int(val, name)
         hidden = lifting_channels or width
         self.in_channels, self.out_channels, self.modes = in_channels, out_channels, modes
         self.lifting = _conv_stack(in_channels + 2, hidden, width)

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import check_int
 from .fno_cnn import coordinate_channels
 
 __all__ = ["UNet"]
@@ -29,8 +30,7 @@ class UNet(nn.Module):
         super().__init__()
         for name, val in (("in_channels", in_channels), ("out_channels", out_channels), ("width", width),
                           ("depth", depth)):
-            if not isinstance(val, int) or isinstance(val, bool) or val < 1:
-                raise ValueError(f"expected {name} to be a positive int, got {val!r}")
+            check_int(val, name)
         self.in_channels, self.depth = in_channels, depth
         chans = [width * 2 ** i for i in range(depth + 1)]
         self.down = nn.ModuleList([_double_conv(in_channels + 2, chans[0])] +

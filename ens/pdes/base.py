@@ -21,10 +21,13 @@ the cell grid ``x_i = i / S`` of the unit torus.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import ClassVar, NamedTuple
 
 import torch
+
+from ..checks import check_int
 
 __all__ = ["PDE", "Linearization", "check_field", "check_generator"]
 
@@ -92,6 +95,10 @@ class PDE:
     #: seconds to generate one sample (input and reference solution) at S = 64 on one core,
     #: measured (the README's generation table); only orders generation jobs, longest first
     generation_cost: float = 1e-3
+    #: whether the residual is affine in ``u`` (then one Newton step is a linear solve)
+    linear: bool = False
+    #: whether the family has ``newton_iterates`` (an assembled Jacobian for :func:`ens.solvers.newton`)
+    supports_newton: ClassVar[bool] = False
 
     @property
     def params(self) -> dict:
@@ -145,6 +152,23 @@ class PDE:
         zero = torch.zeros(c.shape[0], self.out_channels, c.shape[-2], c.shape[-1], dtype=c.dtype, device=c.device)
         return self._residual(zero, c).flatten(1).norm(dim=1)
 
+    #: whether :meth:`condition_number` needs a test set's inputs and reference solutions
+    condition_number_needs_samples: bool = False
+
+    def condition_number(self, S: int, c: torch.Tensor | None = None, u: torch.Tensor | None = None) -> float:
+        """2-norm condition number of the family's (linearised) operator at grid size ``S``; where
+        it depends on the sample (:attr:`condition_number_needs_samples`), for the inputs ``c``
+        and reference solutions ``u`` of a test set, averaged over the batch. ``NaN`` where the
+        problem has no single such operator (the flows: their space-time Jacobian, notebook 03)."""
+        return math.nan
+
+    def operator_norm_bound(self, c: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """An upper bound of ``||dR/du||_2`` at ``u``, per sample ``(B,)``: what ``ens data verify``
+        multiplies the float32 storage error by (elliptic families; the periodic flows are checked
+        against their time-truncation error instead, see :mod:`ens.data`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no operator_norm_bound, which the verification "
+                                  f"tolerance of an elliptic family needs")
+
     def _residual(self, u: torch.Tensor, c: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
@@ -173,10 +197,8 @@ class PDE:
         return torch.meshgrid(x, x, indexing="ij")
 
     def _check_sample_args(self, n: int, S: int, generator) -> None:
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"expected n (number of samples) to be a positive int, got {n!r}")
-        if not isinstance(S, int) or isinstance(S, bool) or S < self.min_size:
-            raise ValueError(f"expected S (grid size) to be an int >= {self.min_size}, got {S!r}")
+        check_int(n, "n (number of samples)")
+        check_int(S, "S (grid size)", self.min_size)
         check_generator(generator)
 
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from .base import PDE
 from .random_fields import gaussian_random_field
+from .stencil import sparse_condition_number
 
 __all__ = ["Darcy"]
 
@@ -103,6 +104,17 @@ class Darcy(PDE):
             raise ValueError(f"unknown forcing {self.forcing!r}; expected one of {FORCINGS}")
         if not (self.grf_alpha > 1 and self.grf_tau > 0):
             raise ValueError(f"expected grf_alpha > 1 and grf_tau > 0, got {self.grf_alpha}, {self.grf_tau}")
+
+    condition_number_needs_samples = True
+    linear = True
+
+    def condition_number(self, S: int, c: torch.Tensor | None = None, u: torch.Tensor | None = None) -> float:
+        """The finite-volume matrix (:func:`fv_matrix`) of each permeability of ``c``, averaged."""
+        return float(np.mean([sparse_condition_number(fv_matrix(ci[0].double().numpy())) for ci in c]))
+
+    def operator_norm_bound(self, c: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """``8 a_max / h^2``: the 5-point flux operator's norm bound with the largest permeability."""
+        return 8 * c[:, 0].flatten(1).amax(1) * (u.shape[-1] - 1) ** 2
 
     def _residual(self, u: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         a, f = c[:, :1], c[:, 1:2]

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .base import PDE
 from .random_fields import gaussian_random_field
-from .stencil import dirichlet_eigenvalues, dst2, laplacian
+from .stencil import dirichlet_eigenvalues, dst2, laplacian, laplacian_matrix, sparse_condition_number
 
 __all__ = ["Poisson", "Helmholtz"]
 
@@ -27,11 +27,17 @@ class _ForcedDirichlet(PDE):
 
     in_channels = 1
     out_channels = 1
+    supports_newton = True
     #: relative residual ``||R(u)|| / ||f||`` at which Newton stops
     newton_rtol = 1e-10
 
     def _k2_lam(self) -> tuple[float, float]:  # pragma: no cover - overridden
         raise NotImplementedError
+
+    def operator_norm_bound(self, c: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """``8 / h^2 + 3 |lam| max u^2`` (the 5-point Laplacian's norm bound plus the cubic term's
+        Jacobian; ``k^2 <= 16`` is below the bound's own rounding and left out)."""
+        return 8 * (u.shape[-1] - 1) ** 2 + 3 * abs(self._k2_lam()[1]) * u.flatten(1).square().amax(1)
 
     def _residual(self, u: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         k2, lam = self._k2_lam()
@@ -40,6 +46,26 @@ class _ForcedDirichlet(PDE):
         if lam:
             r = r + lam * ui ** 3
         return F.pad(r, (1, 1, 1, 1))
+
+    @property
+    def linear(self) -> bool:
+        return not self._k2_lam()[1]
+
+    @property
+    def condition_number_needs_samples(self) -> bool:
+        return not self.linear
+
+    def condition_number(self, S: int, c: torch.Tensor | None = None, u: torch.Tensor | None = None) -> float:
+        """Linear problem: ``max |eig| / min |eig|`` of ``Delta_h + k^2 I`` (closed form, the DST
+        eigenvalues, as :func:`ens.theory.condition_number`). Nonlinear: the Jacobian
+        ``Delta_h + k^2 + 3 lam diag(u^2)`` at each reference solution ``u``, averaged."""
+        k2, lam = self._k2_lam()
+        if not lam:
+            sigma = self.operator_eigenvalues(S).abs()
+            return float(sigma.max() / sigma.min())
+        jac = [laplacian_matrix(S, k2) + sp.diags(3 * lam * ui[0, 1:-1, 1:-1].double().numpy().ravel() ** 2)
+               for ui in u]
+        return float(np.mean([sparse_condition_number(a) for a in jac]))
 
     def operator_eigenvalues(self, S: int) -> torch.Tensor:
         """Eigenvalues of the linear part ``Delta_h + k^2 I`` on the interior nodes, (S-2, S-2)."""
@@ -98,10 +124,7 @@ class _ForcedDirichlet(PDE):
         k2, lam = self._k2_lam()
         S = f.shape[-1]
         n = S - 2
-        h2 = (S - 1) ** -2
-        one = np.ones(n)
-        d1 = sp.diags([one[:-1], -2 * one, one[:-1]], [-1, 0, 1]) / h2
-        L = (sp.kron(d1, sp.eye(n)) + sp.kron(sp.eye(n), d1) + k2 * sp.eye(n * n)).tocsc()
+        L = laplacian_matrix(S, k2)
         fi = f[1:-1, 1:-1].detach().cpu().double().numpy().ravel()
         x = u0[1:-1, 1:-1].detach().cpu().double().numpy().ravel()
 

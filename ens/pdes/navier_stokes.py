@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import torch
 
+from ..checks import check_int, check_number
 from .base import PDE, Linearization
 from .random_fields import gaussian_random_field
 
@@ -206,9 +207,7 @@ class NavierStokes(PDE):
         if not (isinstance(self.forcing_amplitude, (int, float)) and math.isfinite(self.forcing_amplitude)):
             raise ValueError(f"expected forcing_amplitude to be a finite number, got {self.forcing_amplitude!r}")
         for key in ("forcing_wavenumber", "n_snapshots"):
-            val = getattr(self, key)
-            if not isinstance(val, int) or isinstance(val, bool) or val < 1:
-                raise ValueError(f"expected {key} to be a positive int, got {val!r}")
+            check_int(getattr(self, key), key)
         if not self.grf_alpha > 1:
             raise ValueError(f"expected grf_alpha > 1 (finite variance in 2-D), got {self.grf_alpha!r}")
 
@@ -541,13 +540,8 @@ class Kolmogorov(NavierStokes):
 
     def __post_init__(self):
         super().__post_init__()
-        val = self.sample_spacing
-        if not (isinstance(val, (int, float)) and not isinstance(val, bool) and math.isfinite(val) and val > 0):
-            raise ValueError(f"expected sample_spacing (time between the draws of a chain) to be a finite "
-                             f"number > 0, got {val!r}")
-        val = self.draws_per_chain
-        if not isinstance(val, int) or isinstance(val, bool) or val < 1:
-            raise ValueError(f"expected draws_per_chain to be a positive int, got {val!r}")
+        check_number(self.sample_spacing, "sample_spacing (time between the draws of a chain)")
+        check_int(self.draws_per_chain, "draws_per_chain")
         if not isinstance(self.sample_precision, str) or self.sample_precision not in SAMPLE_PRECISIONS:
             raise ValueError(f"expected sample_precision to be one of {sorted(SAMPLE_PRECISIONS)}, "
                              f"got {self.sample_precision!r}")

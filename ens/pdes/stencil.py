@@ -20,9 +20,13 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
 import torch
 
-__all__ = ["laplacian", "dst1_matrix", "dst2", "laplacian_eigenvalues_1d", "dirichlet_eigenvalues"]
+__all__ = ["laplacian", "dst1_matrix", "dst2", "laplacian_eigenvalues_1d", "dirichlet_eigenvalues",
+           "laplacian_matrix", "sparse_condition_number"]
 
 
 def laplacian(u: torch.Tensor) -> torch.Tensor:
@@ -62,3 +66,20 @@ def dirichlet_eigenvalues(S: int, shift: float = 0.0, dtype: torch.dtype = torch
     """Eigenvalues ``mu_k + mu_l + shift`` of ``Delta_h + shift I`` as an ``(S-2, S-2)`` table."""
     mu = laplacian_eigenvalues_1d(S, dtype, device)
     return mu[:, None] + mu[None, :] + shift
+
+
+def laplacian_matrix(S: int, shift: float = 0.0) -> sp.csc_matrix:
+    """``Delta_h + shift I`` as a sparse float64 matrix on the ``(S-2)^2`` interior nodes, row-major
+    (the unknowns ``u[1:-1, 1:-1].ravel()``)."""
+    n, h2 = S - 2, (S - 1) ** -2
+    one = np.ones(n)
+    d1 = sp.diags([one[:-1], -2 * one, one[:-1]], [-1, 0, 1]) / h2
+    return (sp.kron(d1, sp.eye(n)) + sp.kron(sp.eye(n), d1) + shift * sp.eye(n * n)).tocsc()
+
+
+def sparse_condition_number(a: sp.spmatrix) -> float:
+    """2-norm condition number of a symmetric sparse matrix: its largest ``|eigenvalue|`` over the
+    one closest to zero (ARPACK, shift-invert at 0 for the latter); ``inf`` if that one is 0."""
+    big = abs(spla.eigsh(a, k=1, which="LM", return_eigenvectors=False)[0])
+    small = abs(spla.eigsh(a.tocsc(), k=1, sigma=0.0, which="LM", return_eigenvectors=False)[0])
+    return float(big / small) if small > 0 else math.inf

@@ -7,6 +7,7 @@ import math
 
 import torch
 
+from ..checks import check_int
 from ..pdes import PDE
 from .trajectory import DivergenceError
 
@@ -14,25 +15,7 @@ ON_DIVERGENCE = ("raise", "stop")
 
 
 def check_steps(steps) -> int:
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
-        raise ValueError(f"expected steps to be a non-negative int, got {steps!r}")
-    return steps
-
-
-def check_positive_int(value, name: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"expected {name} to be a positive int, got {value!r}")
-    return value
-
-
-def check_number(value, name: str, *, positive: bool = True, allow_inf: bool = False) -> float:
-    """A real number, > 0 (``positive``) or >= 0, finite unless ``allow_inf``."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
-    ok = ok and (allow_inf or math.isfinite(value)) and (value > 0 if positive else value >= 0)
-    if not ok:
-        what = "a positive" if positive else "a non-negative"
-        raise ValueError(f"expected {name} to be {what}{'' if allow_inf else ' finite'} number, got {value!r}")
-    return float(value)
+    return check_int(steps, "steps", 0)
 
 
 def check_policy(on_divergence, max_growth) -> None:

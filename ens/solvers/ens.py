@@ -21,10 +21,9 @@ message (evaluation tables record it instead of losing the whole run).
 
 from __future__ import annotations
 
-import math
-
 import torch
 
+from ..checks import check_int, check_number
 from ..models import NeuralSolver, lowpass
 from ..pdes import PDE
 from . import _common as cm
@@ -53,10 +52,8 @@ def ens_solve(model: NeuralSolver, pde: PDE, c: torch.Tensor, *, alpha: float, s
     """Run the ENS loop on a batch ``c`` and return its :class:`Trajectory` (method ``"ens"``)."""
     if not model.is_ens:
         raise ValueError("ens_solve needs a model with a corrector; use surrogate_solve for a plain surrogate")
-    if isinstance(alpha, bool) or not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
-        raise ValueError(f"expected alpha to be a positive finite number, got {alpha!r}")
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
-        raise ValueError(f"expected steps to be a non-negative int, got {steps!r}")
+    check_number(alpha, "alpha")
+    check_int(steps, "steps", 0)
     if stop not in STOP_RULES:
         raise ValueError(f"unknown stop rule {stop!r}; expected one of {list(STOP_RULES)}")
     if isinstance(stop_lowpass, bool) or not (isinstance(stop_lowpass, (int, float)) and 0 < stop_lowpass <= 1):

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import torch
 
+from ..checks import check_int, check_number
 from ..pdes import PDE
 from . import _common as cm
 from .trajectory import Recorder, Trajectory
@@ -91,8 +92,8 @@ def gauss_newton(pde: PDE, c: torch.Tensor, u0: torch.Tensor, *, steps: int, cg_
     ``mu`` and ``accepted`` (the number of accepted steps per sample).
     """
     cm.check_steps(steps)
-    cm.check_positive_int(cg_iterations, "cg_iterations")
-    cm.check_number(damping, "damping", positive=False)
+    check_int(cg_iterations, "cg_iterations")
+    check_number(damping, "damping", positive=False)
     cm.check_policy(on_divergence, max_growth)
     u = cm.start(pde, c, u0)
     rec = Recorder(pde, c, u_true, keep_states)

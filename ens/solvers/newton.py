@@ -2,7 +2,7 @@
 (method ``"newton"``): Poisson, Helmholtz and nonlinear Helmholtz.
 
 It runs, per sample and in lockstep over the batch, the very iteration the reference solver
-uses (:meth:`ens.pdes.helmholtz._ForcedDirichlet.newton_iterates`: the Jacobian
+uses (``pde.newton_iterates`` of Poisson and Helmholtz: the Jacobian
 ``Delta_h + k^2 + 3 lam diag(u^2)`` assembled as a sparse matrix, factorised and solved in
 float64 on the CPU, with backtracking until ``||R||`` decreases), started from ``u0`` instead of
 the linear solution. A sample that has converged (``||R|| <= pde.newton_rtol ||f||``) stays put;
@@ -26,7 +26,6 @@ from __future__ import annotations
 import torch
 
 from ..pdes import PDE
-from ..pdes.helmholtz import _ForcedDirichlet
 from . import _common as cm
 from .trajectory import Recorder, Trajectory
 
@@ -43,7 +42,7 @@ def newton(pde: PDE, c: torch.Tensor, u0: torch.Tensor, *, steps: int, u_true: t
     iteration's own float64 test) and ``step_length`` (the last accepted backtracking step per
     sample, ``(B,)``; 0 where no step was taken).
     """
-    if not isinstance(pde, _ForcedDirichlet):
+    if not pde.supports_newton:
         raise ValueError(f"Newton is implemented for the (nonlinear) Helmholtz/Poisson family (Dirichlet, "
                          f"assembled sparse Jacobian); use gauss_newton for {type(pde).__name__} "
                          f"({getattr(pde, 'name', '?')!r})")

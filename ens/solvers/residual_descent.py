@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import torch
 
+from ..checks import check_int, check_number
 from ..pdes import PDE
 from . import _common as cm
 from .trajectory import Recorder, Trajectory
@@ -67,7 +68,7 @@ def estimate_jacobian_norm(pde: PDE, c: torch.Tensor, u: torch.Tensor, iteration
     start has a fixed seed, so the result is deterministic. Costs one residual evaluation and
     ``2 * iterations`` Jacobian products.
     """
-    cm.check_positive_int(iterations, "iterations")
+    check_int(iterations, "iterations")
     u = cm.start(pde, c, u)
     _, jvp, pullback = cm.linearize(pde, c, u)
     return _power_iteration(pde, u, jvp, pullback, iterations).sqrt()
@@ -98,8 +99,8 @@ def gradient_descent(pde: PDE, c: torch.Tensor, u0: torch.Tensor, *, steps: int,
     """
     cm.check_steps(steps)
     if step_size is not None:
-        cm.check_number(step_size, "step_size")
-    cm.check_positive_int(power_iterations, "power_iterations")
+        check_number(step_size, "step_size")
+    check_int(power_iterations, "power_iterations")
     cm.check_policy(on_divergence, max_growth)
     u = cm.start(pde, c, u0)
     rec = Recorder(pde, c, u_true, keep_states)

@@ -27,6 +27,7 @@ import math
 
 import torch
 
+from ..checks import check_int, check_number
 from ..models import NeuralSolver
 from ..pdes import PDE
 from . import _common as cm
@@ -68,10 +69,10 @@ def test_time_optimisation(model: NeuralSolver, pde: PDE, c: torch.Tensor, *, st
     if not isinstance(model, NeuralSolver):
         raise ValueError(f"expected model to be an ens.models.NeuralSolver, got {type(model).__name__}")
     cm.check_steps(steps)
-    cm.check_number(lr, "lr")
+    check_number(lr, "lr")
     cm.check_policy(on_divergence, max_growth)
     if patience is not None:
-        cm.check_positive_int(patience, "patience")
+        check_int(patience, "patience")
         if u_true is None:
             raise ValueError("early stopping (patience) needs u_true: it watches the error")
     pde.check_input(c)

@@ -1,0 +1,43 @@
+"""Argument checks shared by the whole package.
+
+Each check returns the value (as a plain Python ``int`` or ``float``) or raises ``ValueError`` with
+one line that names the argument, says what was expected and shows what was given. A ``bool`` is
+never accepted as a number (``True`` is an ``int`` to Python, never a sample count to us); numpy
+scalars are.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+__all__ = ["check_int", "check_number", "check_choice"]
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_int(value, name: str, minimum: int = 1) -> int:
+    """``value`` if it is an integer (not a bool) ``>= minimum``; else ``ValueError``."""
+    if not (isinstance(value, numbers.Integral) and not isinstance(value, bool)) or value < minimum:
+        what = {0: "a non-negative int", 1: "a positive int"}.get(minimum, f"an int >= {minimum}")
+        raise ValueError(f"expected {name} to be {what}, got {value!r}")
+    return int(value)
+
+
+def check_number(value, name: str, *, positive: bool = True, allow_inf: bool = False) -> float:
+    """A real number (not a bool, not NaN), ``> 0`` (``positive``) or ``>= 0``, finite unless
+    ``allow_inf``; else ``ValueError``."""
+    ok = _is_real(value) and not math.isnan(value)
+    ok = ok and (allow_inf or math.isfinite(value)) and (value > 0 if positive else value >= 0)
+    if not ok:
+        what = "a positive" if positive else "a non-negative"
+        raise ValueError(f"expected {name} to be {what}{'' if allow_inf else ' finite'} number, got {value!r}")
+    return float(value)
+
+
+def check_choice(kind: str, value, choices) -> None:
+    """Raise ``ValueError`` naming the valid choices if ``value`` is not one of them."""
+    if value not in choices:
+        raise ValueError(f"unknown {kind} {value!r}; expected one of {list(choices)}")
