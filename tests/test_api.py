@@ -7,6 +7,8 @@ file; ``ens.__main__`` is skipped (importing it runs the command line), and priv
 
 import importlib
 import pkgutil
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
@@ -33,3 +35,11 @@ def test_every_name_in_all_resolves_and_is_listed_once(name):
     assert not duplicates, f"{name}.__all__ lists {duplicates} more than once"
     missing = [n for n in names if not hasattr(module, n)]
     assert not missing, f"{name}.__all__ lists {missing}, which {name} does not define; define or unlist them"
+
+
+def test_theory_and_the_data_tools_load_without_the_model_stack():
+    # the model stack (neuraloperator) is imported on first use of a network, not by ens itself
+    code = ("import sys, ens.theory, ens.data, ens.solvers; from ens.solvers import gradient_descent; "
+            "assert 'neuralop' not in sys.modules, 'neuralop imported'; "
+            "from ens import ens_solve; assert 'neuralop' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -234,7 +234,7 @@ def test_experiment_gd_is_the_gd_baseline(experiment, k):
         np.testing.assert_allclose(bands.loc[b]["value"].unstack().to_numpy(),
                                    (v.view(n + 1, 2) / unorm).numpy(), rtol=1e-12, atol=1e-300)
     # the experiment's chunked runs continue the single run exactly (a fixed step has no other state)
-    assert torch.equal(torch.stack(list(theory._gradient_descent(pde, u0, f, n, eta, chunk=7))), tr.states[1:])
+    assert torch.equal(torch.stack(list(theory.experiment._gradient_descent(pde, u0, f, n, eta, chunk=7))), tr.states[1:])
 
 
 def test_cg_refuses_an_indefinite_operator():

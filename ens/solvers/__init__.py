@@ -1,13 +1,25 @@
 """Solvers that take any PDE object: the ENS loop, the plain surrogate and the residual-based
 baselines (gradient descent, Gauss--Newton / Levenberg--Marquardt, Newton for the Helmholtz
-family, PINO-style test-time optimisation); every one returns a :class:`Trajectory`."""
+family, PINO-style test-time optimisation); every one returns a :class:`Trajectory`.
 
-from .ens import STOP_RULES, ens_solve, surrogate_solve
+The solvers that run a network (``ens_solve``, ``surrogate_solve``, ``test_time_optimisation``)
+are imported on first use, so the residual-based ones (and :mod:`ens.theory`, which uses them)
+load without the model stack (neuraloperator)."""
+
+import importlib
+
 from .gauss_newton import gauss_newton
 from .newton import newton
 from .residual_descent import estimate_jacobian_norm, gradient_descent
-from .test_time import test_time_optimisation
 from .trajectory import DivergenceError, Recorder, Trajectory
+
+_LAZY = {"ens_solve": ".ens", "surrogate_solve": ".ens", "STOP_RULES": ".ens", "test_time_optimisation": ".test_time"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["ens_solve", "surrogate_solve", "STOP_RULES", "Trajectory", "Recorder", "DivergenceError",
            "gradient_descent", "estimate_jacobian_norm", "gauss_newton", "newton", "test_time_optimisation",
