@@ -83,7 +83,7 @@ from .pdes import FAMILIES, PDE, get_pde
 __all__ = ["PROFILES", "SPLITS", "SIZE_GROUPS", "sizes", "CHUNK_SIZE", "PAIRED_TEST_KEY", "CROSS_EQUATION",
            "Sizes", "Shift", "FamilySpec", "FAMILY_SPECS", "family_spec", "register_family", "unregister_family",
            "DatasetSpec", "derive_seed", "check_choice", "datasets", "dataset_spec",
-           "cross_equation_pairs", "in_distribution_setting", "TRAINING", "EVALUATION", "ILL_CONDITIONED",
+           "cross_equation_pairs", "in_distribution_setting", "setting_label", "TRAINING", "EVALUATION", "ILL_CONDITIONED",
            "STUDIES"]
 
 PROFILES = ("ci", "default", "paper")
@@ -334,6 +334,16 @@ def cross_equation_pairs(profile: str) -> list[tuple[str, DatasetSpec]]:
     """``(train family, test spec)`` for each cross-equation pair of ``CROSS_EQUATION``."""
     return [(train, dataset_spec(profile, test_family, "test", setting))
             for train, test_family, setting in CROSS_EQUATION]
+
+
+def setting_label(frame):
+    """Per row of a results frame (columns ``family``, ``setting``, optionally ``test_family``):
+    ``family / setting``, or ``model family -> test family / setting`` for a cross-equation row."""
+    label = frame.family + " / " + frame.setting.astype(str)
+    if "test_family" in frame.columns:
+        cross = frame.test_family != frame.family
+        label[cross] = frame.family[cross] + " -> " + frame.test_family[cross] + " / " + frame.setting[cross].astype(str)
+    return label
 
 
 def in_distribution_setting(family: str) -> str:

@@ -31,6 +31,7 @@ reported only as the ceiling that per-set hand tuning could reach, never as a re
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -55,14 +56,17 @@ from .experiments import (
     dataset_spec,
     datasets,
     in_distribution_setting,
+    setting_label,
 )
+from .methods import METHOD_SPECS
 from .paths import write_csv
 from .pdes import FAMILIES
 from .solvers import ens_solve
 from .workers import map_jobs, run_threads
 
 __all__ = ["STUDIES", "shift_axes", "study_settings", "run_study", "run_studies", "shift_frame", "condition_numbers",
-           "alpha_t_sensitivity", "sensitivity_settings", "sensitivity_study", "advantage_vs_condition"]
+           "alpha_t_sensitivity", "sensitivity_settings", "sensitivity_study", "advantage_vs_condition",
+           "method_table", "cross_equation_table", "advantage_table", "advantage_rank_correlation", "study_findings"]
 
 def shift_axes() -> list[tuple[str, str, str, str]]:
     """The zero-shot shift axes, ``(axis, family, setting, value)`` rows in family and axis order
@@ -264,3 +268,61 @@ def sensitivity_study(profile: str, settings, out_dir, *, n_samples: int | None 
     choices = pd.concat([pd.read_csv(r) for _, r in paths], ignore_index=True)
     write_csv(choices, out / "choices.csv")
     return curves, choices
+
+
+# ---- the notebook's tables and findings ----------------------------------------------------------
+def method_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Final rel L2 per test set (rows, :func:`ens.experiments.setting_label`) and method
+    (columns, in the comparison's order of :data:`ens.methods.METHOD_SPECS`)."""
+    t = summary.assign(setting=setting_label(summary))
+    cols = [m for m in METHOD_SPECS if m in set(t.method)]
+    return t.pivot_table(index="setting", columns="method", values="rel_l2", sort=False)[cols]
+
+
+def cross_equation_table(cross: pd.DataFrame, zero_shot: pd.DataFrame) -> pd.DataFrame:
+    """:func:`method_table` of the cross-equation study with a ``native ENS`` column: the error of
+    the ENS trained on the test equation itself, on the same test set (from the zero-shot study;
+    NaN where that set is not in it)."""
+    table = method_table(cross)
+    own = zero_shot[(zero_shot.method == "ens") & (zero_shot.family == zero_shot.test_family)]
+    own = own.astype({"setting": str}).set_index(["test_family", "setting"]).rel_l2
+    pairs = cross.drop_duplicates(["family", "test_family", "setting"])
+    table["native ENS"] = pd.Series([own.get((r.test_family, str(r.setting))) for r in pairs.itertuples()],
+                                    index=setting_label(pairs).values)
+    return table
+
+
+def advantage_table(adv: pd.DataFrame) -> pd.DataFrame:
+    """ENS's advantage (:func:`advantage_vs_condition`) per (study, test set, resolution, condition
+    number) and ENS rule; the condition number as text, ``—`` where it is not defined."""
+    adv = adv.assign(label=setting_label(adv), condition=adv.kappa.map(lambda k: f"{k:.3g}" if k == k else "—"))
+    return adv.pivot_table(index=["study", "label", "resolution", "condition"], columns="method",
+                           values="ens_advantage", sort=False)
+
+
+def advantage_rank_correlation(adv: pd.DataFrame) -> pd.DataFrame:
+    """Spearman rank correlation of ENS's advantage with the condition number, per ENS rule, over
+    the test sets where the condition number is defined (NaN with fewer than three)."""
+    rows = []
+    for rule, g in adv.dropna(subset=["kappa"]).groupby("method", sort=False):
+        rho = g[["kappa", "ens_advantage"]].corr(method="spearman").iloc[0, 1] if len(g) > 2 else math.nan
+        rows.append({"method": rule, "n_sets": len(g), "spearman": float(rho)})
+    return pd.DataFrame(rows, columns=["method", "n_sets", "spearman"])
+
+
+def study_findings(summary: pd.DataFrame, choices: pd.DataFrame | None = None) -> list[str]:
+    """The statements notebook 04 closes with, computed from its tables: per study and ENS rule, in
+    how many test sets ENS is the most accurate learned or hybrid method (and where not); with the
+    sensitivity ``choices``, how the residual and validation rules compare with the oracle."""
+    lines = []
+    rows = summary[summary.method.isin(["ens", ENS_RESIDUAL])].assign(setting=lambda d: setting_label(d))
+    for (study, rule), g in rows.groupby(["study", "method"], sort=False):
+        wins, losses = g[g.ens_advantage > 1].setting.tolist(), g[g.ens_advantage <= 1].setting.tolist()
+        lines.append(f"{study}, {rule}: the most accurate learned/hybrid method in {len(wins)} of {len(g)} sets"
+                     + (f"; not in {losses}" if losses else ""))
+    if choices is not None and len(choices):
+        better = int((choices.residual_rule_rel_l2 < choices.validation_rel_l2).sum())
+        gap = float((choices.validation_rel_l2 / choices.oracle_rel_l2).max())
+        lines.append(f"residual rule better than the validation rule on {better} of {len(choices)} sets; the "
+                     f"validation rule is at most {gap:.2f}x the oracle's error")
+    return lines

@@ -159,7 +159,7 @@ METHOD_SPECS: dict[str, Method] = {m.name: m for m in (
     Method("surrogate", "surrogate", _surrogate),
     Method("ens", "ENS", _ens),
     Method("gd", "residual GD", _hybrid(_gd), ("gd_steps",), {"gd_steps": 1}, cost=3.0),
-    Method("gauss_newton", "Gauss-Newton (LM)", _hybrid(_gauss_newton), ("gn_steps", "cg_iterations"),
+    Method("gauss_newton", "Gauss–Newton (LM)", _hybrid(_gauss_newton), ("gn_steps", "cg_iterations"),
            {"gn_steps": 1, "cg_iterations": 2}, cost=3.0),
     Method("newton", "Newton", _hybrid(_newton), ("newton_steps",), {"newton_steps": 1},
            applies=_nonlinear_with_newton, cost=0.5),

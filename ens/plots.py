@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from .experiments import setting_label
 from .methods import LABELS
 
 __all__ = ["set_style", "save_figure", "plot_conditioning", "plot_bound_tightness", "plot_gd_damping",
@@ -342,15 +343,6 @@ def _palette() -> dict:
     return dict(zip(labels, sns.color_palette("colorblind", max(len(labels), 10))))
 
 
-def setting_label(frame: pd.DataFrame) -> pd.Series:
-    """``family / setting``, or ``model family -> test family / setting`` for a cross-equation row."""
-    label = frame.family + " / " + frame.setting.astype(str)
-    if "test_family" in frame.columns:
-        cross = frame.test_family != frame.family
-        label[cross] = frame.family[cross] + " -> " + frame.test_family[cross] + " / " + frame.setting[cross].astype(str)
-    return label
-
-
 def _grid(n_panels: int, max_columns: int, width: float, height: float):
     """``(fig, axes)``: ``n_panels`` panels of ``width x height`` inches, at most ``max_columns`` a row."""
     ncol = min(max_columns, n_panels)
@@ -358,10 +350,32 @@ def _grid(n_panels: int, max_columns: int, width: float, height: float):
     return plt.subplots(nrow, ncol, figsize=(width * ncol, height * nrow), squeeze=False)
 
 
+def _minor_2_5(x, _pos) -> str:
+    """Label a minor log tick only at the mantissas 2 and 5 (``2×10⁻¹``, ``5×10⁻¹``)."""
+    if x <= 0:
+        return ""
+    e = int(np.floor(np.log10(x) + 1e-9))
+    m = round(x / 10.0 ** e)
+    return f"${m}\\times10^{{{e}}}$" if m in (2, 5) else ""
+
+
+def _declutter_log_axes(ax) -> None:
+    """Fewer labels on the minor ticks of a log axis that spans a decade or more: matplotlib labels
+    every one of them on an axis of up to about two decades, and in a narrow panel they overlap.
+    Up to 2.5 decades the mantissas 2 and 5 keep a label, beyond only the powers of ten."""
+    for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+        if axis.get_scale() == "log" and lo > 0 and hi >= 10 * lo:
+            few = hi < 10 ** 2.5 * lo
+            axis.set_minor_formatter(matplotlib.ticker.FuncFormatter(_minor_2_5) if few
+                                     else matplotlib.ticker.NullFormatter())
+
+
 def _finish_panels(fig, axes, n_used: int, path, max_columns: int | None = None) -> matplotlib.figure.Figure:
     """Hide the unused panels, put one legend of every panel's entries above the figure, save."""
     for ax in axes.flat[n_used:]:
         ax.set_visible(False)
+    for ax in axes.flat[:n_used]:
+        _declutter_log_axes(ax)
     entries = {}
     for ax in axes.flat[:n_used]:
         for handle, label in zip(*ax.get_legend_handles_labels()):
@@ -392,10 +406,6 @@ def _panels(frame: pd.DataFrame, x: str, xlabel: str, path, xscale="log") -> mat
             style = {"marker": "*", "ms": 10, "ls": "none"} if len(d) == 1 else {"marker": ".", "ms": 3}
             ax.plot(d[x], d.rel_error, color=palette[label], label=label, **style)
         ax.set(xscale=xscale, yscale="log", title=panel, xlabel=xlabel, ylabel="rel. L2 error")
-        xs = df[x][df[x] > 0]
-        if xscale == "log" and len(xs) and xs.max() >= 10 * xs.min():
-            # matplotlib labels minor ticks on an axis of about a decade; in a narrow panel they overlap
-            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     return _finish_panels(fig, axes, len(panels), path)
 
 

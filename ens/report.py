@@ -26,6 +26,7 @@ import nbformat
 import pandas as pd
 
 from .experiments import in_distribution_setting
+from .methods import LABELS, METHOD_SPECS, METHODS
 from .notebook import sig2, sig3
 from .paths import checkout
 
@@ -45,9 +46,10 @@ TABLES = {
 }
 _BEGIN = re.compile(r"<!-- generated: (\w+) -->\n.*?<!-- end generated -->", re.DOTALL)
 #: the comparison's method columns in the README, in order
-_COLUMNS = {"surrogate": "surrogate", "ens": "ENS", "gd": "residual GD", "gauss_newton": "Gauss–Newton (LM)",
-            "tto": "test-time opt.", "newton": "Newton", "reference": "reference solver"}
-_COMPETITORS = ("surrogate", "ens", "ens_residual", "gd", "gauss_newton", "tto", "newton")
+#: the comparison table's columns (every default method, the reference solver last) and the
+#: methods that compete for the bold entry (all but the reference solver), from ens.methods
+_COLUMNS = {**{m: LABELS[m] for m in METHODS if m != "reference"}, "reference": LABELS["reference"]}
+_COMPETITORS = tuple(m for m in METHOD_SPECS if m != "reference")
 
 
 def check_executed_notebook(path: Path) -> str:

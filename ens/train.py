@@ -60,7 +60,7 @@ from .pdes import FAMILIES, PDE
 from .solvers import ens_solve, surrogate_solve
 
 __all__ = ["TrainConfig", "KINDS", "UNROLLS", "RECIPE_VARIANTS", "checkpoint_dir", "checkpoint_path",
-           "unrolled_loss", "train", "select_inference", "evaluate_split", "recipe_study", "recipe_study_path"]
+           "unrolled_loss", "train", "select_inference", "evaluate_split", "recipe_study", "recipe_study_path", "recipe_summary"]
 
 KINDS = ("ens", "surrogate")
 UNROLLS = ("full", "truncated")
@@ -410,6 +410,19 @@ def recipe_study_path(profile: str, family: str, root: str | os.PathLike | None 
     """The recipe study's table ``<root>/recipe_<profile>_<family>.csv``; ``root`` defaults to the
     shipped ``data/studies`` of the checkout (where ``ens study`` writes and notebook 02 reads)."""
     return (Path(root) if root is not None else studies_dir()) / f"recipe_{profile}_{family}.csv"
+
+
+def recipe_summary(study, at_step: int = 5, at_alpha: float = 1.0):
+    """One row per variant of a recipe study table (:func:`recipe_study`): its validation error at
+    ``T = at_step`` with ``alpha = at_alpha`` (the training unroll), its best validation error and
+    the ``(alpha, T)`` chosen there, the residual stop rule's error and the training minutes."""
+    best = (study.groupby("variant", sort=False)
+            .agg(best_val_rel_l2=("best_val_rel_l2", "first"), alpha=("chosen_alpha", "first"),
+                 T=("chosen_steps", "first"), stop_rule=("stop_rule_val_rel_l2", "first"),
+                 train_min=("train_time_s", lambda t: t.iloc[0] / 60)))
+    at_train = study[(study.step == at_step) & (study.alpha == at_alpha)].set_index("variant").val_rel_l2
+    best.insert(0, f"val_rel_l2_T{at_step}_alpha{at_alpha:g}", at_train)
+    return best
 
 
 def recipe_study(profile: str, family: str, out_dir: str | os.PathLike, *, variants: dict[str, dict] | None = None,

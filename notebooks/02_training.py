@@ -59,7 +59,7 @@ from ens.evaluate import (
 from ens.experiments import check_choice, dataset_spec, in_distribution_setting
 from ens.notebook import sig3
 from ens.pdes import FAMILIES
-from ens.train import TrainConfig, recipe_study_path, train
+from ens.train import TrainConfig, recipe_study_path, recipe_summary, train
 from ens.workers import default_workers
 
 nb = notebook.setup("02", profile, results_dir)
@@ -128,13 +128,7 @@ plots.plot_training_curves(live_history, path=nb.figure("live_validation"));
 
 # %%
 study = pd.read_csv(recipe_study_path("default", "helmholtz"))
-best = (study.groupby("variant", sort=False)
-        .agg(best_val_rel_l2=("best_val_rel_l2", "first"), alpha=("chosen_alpha", "first"),
-             T=("chosen_steps", "first"), stop_rule=("stop_rule_val_rel_l2", "first"),
-             train_min=("train_time_s", lambda s: s.iloc[0] / 60)))
-at_train = study[(study.step == 5) & (study.alpha == 1.0)].set_index("variant").val_rel_l2
-best.insert(0, "val_rel_l2_T5_alpha1", at_train)
-display(best.map(lambda x: sig3(x) if isinstance(x, float) else x))
+display(recipe_summary(study).map(lambda x: sig3(x) if isinstance(x, float) else x))
 
 # %%
 plots.plot_stability(study, by="variant", path=nb.figure("recipe_stability"));

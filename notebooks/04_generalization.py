@@ -64,24 +64,21 @@ from ens.evaluate import require_shipped
 from ens.experiments import EVALUATION, check_choice
 from ens.generalization import (
     STUDIES,
+    advantage_rank_correlation,
+    advantage_table,
     advantage_vs_condition,
     condition_numbers,
+    cross_equation_table,
+    method_table,
     run_studies,
     sensitivity_settings,
     sensitivity_study,
     shift_frame,
+    study_findings,
     study_settings,
 )
 from ens.notebook import sig2
 from ens.workers import default_workers
-
-
-def method_table(summary):
-    """Final rel L2 per setting (rows) and method (columns), in the comparison's method order."""
-    t = summary.assign(setting=plots.setting_label(summary))
-    cols = [m for m in plots.COMPARISON_LABELS if m in set(t.method)]
-    return t.pivot_table(index="setting", columns="method", values="rel_l2", sort=False)[cols]
-
 
 nb = notebook.setup("04", profile, results_dir)
 studies = list(STUDIES) if studies is None else list(studies)
@@ -128,14 +125,8 @@ if "zero_shot" in results:
 # %%
 # NBVAL_CHECK_OUTPUT
 if "cross_equation" in results:
-    ce = results["cross_equation"][1]
-    table = method_table(ce)
-    native = summary[(summary.study == "zero_shot") & (summary.method == "ens") & (summary.family == summary.test_family)]
-    native = native.set_index(["test_family", "setting"]).rel_l2
-    pairs = ce.drop_duplicates(["family", "test_family", "setting"])
-    table["native ENS"] = pd.Series([native.get((r.test_family, r.setting)) for r in pairs.itertuples()],
-                                    index=plots.setting_label(pairs).values)
-    print(table.to_string(float_format=sig2))
+    print(cross_equation_table(results["cross_equation"][1], summary[summary.study == "zero_shot"])
+          .to_string(float_format=sig2))
 
 # %% [markdown]
 # ## 3 · Super-resolution
@@ -162,15 +153,13 @@ if "superres" in results:
 # %%
 kappas = condition_numbers(profile, [fs for v in settings.values() for fs in v])
 adv = advantage_vs_condition(summary, kappas)
-adv = adv.assign(label=plots.setting_label(adv), condition=adv.kappa.map(lambda k: f"{k:.3g}" if k == k else "—"))
-display(adv.pivot_table(index=["study", "label", "resolution", "condition"], columns="method",
-                        values="ens_advantage", sort=False).map(lambda x: f"{x:#.3g}"))
+display(advantage_table(adv).map(lambda x: f"{x:#.3g}"))
 plots.plot_advantage_vs_condition(adv, path=nb.figure("advantage_vs_condition"));
 
 # %%
-for rule, g in adv.dropna(subset=["kappa"]).groupby("method", sort=False):
-    rho = g[["kappa", "ens_advantage"]].corr(method="spearman").iloc[0, 1] if len(g) > 2 else float("nan")
-    print(f"{rule}: Spearman rank correlation of ENS's advantage with kappa over {len(g)} elliptic sets: {rho:+.2f}")
+for r in advantage_rank_correlation(adv).itertuples():
+    print(f"{r.method}: Spearman rank correlation of ENS's advantage with kappa over {r.n_sets} elliptic sets: "
+          f"{r.spearman:+.2f}")
 
 # %% [markdown]
 # ## 5 · How much do $\alpha$ and $T$ matter?
@@ -209,15 +198,5 @@ if sens_settings:
 # The statements below are computed from the tables above.
 
 # %%
-ens_rows = summary[summary.method.isin(["ens", "ens_residual"])].assign(setting=lambda d: plots.setting_label(d))
-for (study, rule), g in ens_rows.groupby(["study", "method"], sort=False):
-    wins = g[g.ens_advantage > 1].setting.tolist()
-    losses = g[g.ens_advantage <= 1].setting.tolist()
-    print(f"{study}, {rule}: the most accurate learned/hybrid method in {len(wins)} of {len(g)} sets"
-          + (f"; not in {losses}" if losses else ""))
-if sens_settings:
-    better = (choices.residual_rule_rel_l2 < choices.validation_rel_l2).sum()
-    gap = (choices.validation_rel_l2 / choices.oracle_rel_l2).max()
-    print(f"residual rule better than the validation rule on {better} of {len(choices)} sets; the validation "
-          f"rule is at most {gap:.2f}x the oracle's error")
+print("\n".join(study_findings(summary, choices if sens_settings else None)))
 nb.finish()

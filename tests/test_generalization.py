@@ -163,3 +163,34 @@ def test_shift_frame_puts_each_set_on_its_axes():
     assert list(dict.fromkeys(frame.axis)) == list(dict.fromkeys(a for a, *_ in shift_axes()))
     darcy = frame[(frame.axis == "Darcy: forcing") & (frame.method == "ens")]
     assert list(darcy.value) == ["constant", "GRF"] and list(darcy.setting) == ["contrast=4", "forcing=grf"]
+
+
+def test_the_notebook_tables_and_findings_come_from_the_summary():
+    from ens.generalization import (
+        advantage_rank_correlation,
+        advantage_table,
+        cross_equation_table,
+        method_table,
+        study_findings,
+    )
+
+    def rows(study, family, test_family, setting, errors, advantage=None):
+        return [{"study": study, "family": family, "test_family": test_family, "setting": setting, "method": m,
+                 "rel_l2": e, "ens_advantage": (advantage if m in ("ens", "ens_residual") else None)}
+                for m, e in errors.items()]
+    zs = pd.DataFrame(rows("zero_shot", "helmholtz", "helmholtz", "k=1", {"tto": 0.3, "ens": 0.1, "surrogate": 0.2}, 2.0)
+                      + rows("zero_shot", "helmholtz", "helmholtz", "k=3", {"ens": 0.5, "surrogate": 0.4}, 0.8))
+    table = method_table(zs)
+    assert list(table.columns) == ["surrogate", "ens", "tto"]  # the comparison's order, not the frame's
+    assert table.loc["helmholtz / k=3", "ens"] == 0.5 and math.isnan(table.loc["helmholtz / k=3", "tto"])
+    ce = pd.DataFrame(rows("cross_equation", "poisson", "helmholtz", "k=1", {"ens": 0.25, "surrogate": 0.3}, 1.2))
+    cross = cross_equation_table(ce, zs)
+    assert cross.loc["poisson -> helmholtz / k=1", "native ENS"] == 0.1  # the Helmholtz model on its own set
+    lines = study_findings(pd.concat([zs, ce]))
+    assert lines[0] == "zero_shot, ens: the most accurate learned/hybrid method in 1 of 2 sets; not in ['helmholtz / k=3']"
+    adv = pd.DataFrame({"study": "zero_shot", "family": "helmholtz", "test_family": "helmholtz",
+                        "setting": ["k=1", "k=2", "k=3", "k=4"], "resolution": 32, "method": "ens",
+                        "kappa": [10.0, 20.0, 40.0, math.nan], "ens_advantage": [1.0, 2.0, 3.0, 4.0]})
+    corr = advantage_rank_correlation(adv)
+    assert corr.n_sets.tolist() == [3] and corr.spearman.iloc[0] == pytest.approx(1.0)
+    assert advantage_table(adv).index.get_level_values("condition").tolist() == ["10", "20", "40", "—"]

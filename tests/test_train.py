@@ -377,3 +377,15 @@ def test_iterate_errors_and_summary_follow_the_stored_choice(tmp_path, data_root
     assert list(history_frame(ens_ck).epoch) == [1, 2]
     losses = iterate_loss_frame(ens_ck)
     assert sorted(set(losses.iterate)) == list(range(cfg.steps + 1))
+
+
+def test_recipe_summary_of_the_shipped_study():
+    import pandas as pd
+
+    from ens.train import recipe_study_path, recipe_summary
+    study = pd.read_csv(recipe_study_path("default", "helmholtz"))
+    best = recipe_summary(study)
+    assert list(best.index) == list(dict.fromkeys(study.variant))
+    first = study[study.variant == best.index[0]]
+    assert best.iloc[0].best_val_rel_l2 == first.best_val_rel_l2.iloc[0]
+    assert best.iloc[0].val_rel_l2_T5_alpha1 == first[(first.step == 5) & (first.alpha == 1.0)].val_rel_l2.iloc[0]
