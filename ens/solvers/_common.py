@@ -1,5 +1,6 @@
-"""Helpers shared by the residual-based baselines: argument checks, the start, per-sample linear
-algebra, projected Jacobian products and the divergence policy (the same as ``ens_solve``'s)."""
+"""Helpers shared by the solvers: argument checks, the start and the divergence policy (the same as
+``ens_solve``'s). The per-sample linear algebra and the projected Jacobian products are public, in
+:mod:`ens.solvers.linalg` (re-exported here for the solvers' ``cm.`` calls)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 
 from ..checks import check_int
 from ..pdes import PDE
+from .linalg import dot, linearize, norms, residual_and_pullback, residual_fn, safe_div  # noqa: F401
 from .trajectory import DivergenceError
 
 ON_DIVERGENCE = ("raise", "stop")
@@ -32,38 +34,6 @@ def start(pde: PDE, c: torch.Tensor, u0: torch.Tensor) -> torch.Tensor:
     pde.check_input(c)
     pde.check_state(u0, c)
     return pde.apply_bc(u0.detach().to(c.dtype))
-
-
-def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-sample inner product, shape ``(B, 1, 1, 1)``."""
-    return (a * b).flatten(1).sum(1).view(-1, 1, 1, 1)
-
-
-def safe_div(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a / b`` where ``b > 0``, else 0 (a sample whose Krylov process has finished stays put)."""
-    pos = b > 0
-    return torch.where(pos, a / torch.where(pos, b, torch.ones_like(b)), torch.zeros_like(a))
-
-
-def norms(x: torch.Tensor) -> torch.Tensor:
-    return x.flatten(1).norm(dim=1)
-
-
-def residual_fn(pde: PDE, c: torch.Tensor):
-    return lambda v: pde.residual(v, c, check=False)
-
-
-def linearize(pde: PDE, c: torch.Tensor, u: torch.Tensor):
-    """``R(u)``, ``v -> J(u) P v`` and ``w -> P J(u)^T w`` (``P = apply_bc``) from one
-    :meth:`ens.pdes.PDE.linearize`: one residual evaluation, a JVP or VJP per call."""
-    lin = pde.linearize(u, c)
-    return lin.residual, (lambda v: lin.jvp(pde.apply_bc(v))), (lambda w: pde.apply_bc(lin.vjp(w)))
-
-
-def residual_and_pullback(pde: PDE, c: torch.Tensor, u: torch.Tensor):
-    """``R(u)`` and ``w -> P J(u)^T w`` (:func:`linearize` without the JVP)."""
-    r, _, pullback = linearize(pde, c, u)
-    return r, pullback
 
 
 def divergence(norm: torch.Tensor, limit: torch.Tensor, max_growth: float) -> str | None:

@@ -13,7 +13,7 @@ import torch
 
 from ..pdes.helmholtz import Helmholtz
 from ..solvers import gradient_descent
-from ..solvers._common import dot, residual_and_pullback, residual_fn, safe_div
+from ..solvers.linalg import dot, residual_and_pullback, residual_fn, safe_div
 from .bounds import ErrorModel, _norm
 from .damping import MODE_BANDS, _check_eta, band_errors, mode_band_masks
 from .spectra import _check_k, _check_S, first_resonance, helmholtz
