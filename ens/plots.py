@@ -431,13 +431,14 @@ def plot_shift(frame: pd.DataFrame, path: str | Path | None = None) -> matplotli
     frame = frame[frame.method != "reference"].assign(label=lambda d: d.method.map(COMPARISON_LABELS).fillna(d.method))
     axes_names = list(dict.fromkeys(frame.axis))
     order = [lab for lab in COMPARISON_LABELS.values() if lab in set(frame.label)]
+    palette = _palette()
     fig, axes = _grid(len(axes_names), 3, 3.6, 3.0)
     for ax, name in zip(axes.flat, axes_names):
         df = frame[frame.axis == name]
         values = list(dict.fromkeys(df.value))
         for lab in order:
             d = df[df.label == lab].set_index("value").reindex(values)
-            ax.plot(range(len(values)), d.rel_l2, marker="o", ms=4, color=_palette()[lab], label=lab,
+            ax.plot(range(len(values)), d.rel_l2, marker="o", ms=4, color=palette[lab], label=lab,
                     ls="--" if lab == COMPARISON_LABELS["ens_residual"] else "-")
         ax.set_xticks(range(len(values)), values)
         ax.set(yscale="log", title=name, xlabel="(first: training distribution)", ylabel="rel. L2 error")

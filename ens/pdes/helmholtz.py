@@ -63,8 +63,8 @@ class _ForcedDirichlet(PDE):
         if not lam:
             sigma = self.operator_eigenvalues(S).abs()
             return float(sigma.max() / sigma.min())
-        jac = [laplacian_matrix(S, k2) + sp.diags(3 * lam * ui[0, 1:-1, 1:-1].double().numpy().ravel() ** 2)
-               for ui in u]
+        L = laplacian_matrix(S, k2)  # the linear part, assembled once for every sample
+        jac = [L + sp.diags(3 * lam * ui[0, 1:-1, 1:-1].double().numpy().ravel() ** 2) for ui in u]
         return float(np.mean([sparse_condition_number(a) for a in jac]))
 
     def operator_eigenvalues(self, S: int) -> torch.Tensor:
