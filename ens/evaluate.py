@@ -30,7 +30,7 @@ import torch
 
 from .checks import check_choice
 from .data import file_status, generate, load_dataset, read_manifest, sha256sum
-from .experiments import EVALUATION, ILL_CONDITIONED, dataset_spec, in_distribution_setting
+from .experiments import EVALUATION, ILL_CONDITIONED, TestSet, dataset_spec, in_distribution_setting, test_sets
 from .methods import ENS_RESIDUAL, METHOD_SPECS, METHODS, RunContext, method_spec, methods_for
 from .models import Checkpoint, load_checkpoint
 from .paths import data_root as _data_root
@@ -47,7 +47,7 @@ __all__ = ["load_trained", "history_frame", "iterate_loss_frame", "iterate_error
            "METHODS", "methods_for", "select_tto", "run_setting", "summary_table", "equal_time_table",
            "comparison_settings", "evaluate_profile", "shipped_families", "require_shipped", "ENS_RESIDUAL",
            "STOP_LOWPASS", "select_stop_lowpass", "run_key", "cached_choice", "evaluate_runs",
-           "tto_selection", "split_setting", "test_spec"]
+           "tto_selection"]
 
 # The methods themselves (names, labels, runners, budgets) are declared in ens.methods. The extra
 # row ENS_RESIDUAL is ENS with the label-free residual stop rule instead of the validation T
@@ -209,22 +209,23 @@ def select_stop_lowpass(ens: Checkpoint, profile: str, budget: dict | None = Non
     return float(table.sort_values("val_rel_l2").stop_lowpass.iloc[0]), table
 
 
-def run_setting(profile: str, family: str, setting: str, methods=None, *, budget: dict | None = None,
+def run_setting(profile: str, test: TestSet, methods=None, *, budget: dict | None = None,
                 checkpoint_root=None, data_root=None, device="cpu", tto: dict | None = None,
                 stop_lowpass: float | None = None, log=None) -> list[Trajectory]:
-    """Run every method on the test set ``(profile, family, setting)`` and return their trajectories.
+    """Run every method on the :class:`~ens.experiments.TestSet` ``test`` of ``profile`` and return
+    their trajectories.
 
-    ENS and the surrogate come from the shipped checkpoints of ``family`` (for a cross-equation
-    test pass the *model's* family as ``family`` and the test set's family in ``setting`` as
-    ``"<family>:<setting>"``). The batches are the first ``n_samples`` test samples, in
+    ENS and the surrogate come from the shipped checkpoints of ``test.family`` (the model's
+    family; a cross-equation test runs them on ``test.test_family``'s set). The batches are the first ``n_samples`` test samples, in
     ``batch_size`` chunks whose trajectories are concatenated (wall times add up). ``tto`` (the
     test-time optimisation's ``{"lr", "steps"}``) and ``stop_lowpass`` (the residual stop rule's
     filter) are chosen on validation data when not given (:func:`select_tto`,
     :func:`select_stop_lowpass`).
     """
     b = _budget(profile, budget)
-    test_family, test_setting = split_setting(family, setting)
-    spec = dataset_spec(profile, test_family, "test", test_setting)
+    (test,) = test_sets([test])
+    family, test_family, test_setting = test.family, test.test_family, test.setting
+    spec = test.spec(profile)
     methods = list(methods or methods_for(test_family))
     specs = [method_spec(m) for m in methods]
     ens, sur = (load_trained(profile, family, k, checkpoint_root) for k in ("ens", "surrogate"))
@@ -322,15 +323,15 @@ def equal_time_table(frame: pd.DataFrame, factors=(1, 10, 100)) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def comparison_settings(families=None) -> list[tuple[str, str]]:
-    """``(family, setting)`` of the residual-versus-accuracy experiment: every family's
-    in-distribution test set, then the ill-conditioned shifts (``ens.experiments.ILL_CONDITIONED``)."""
+def comparison_settings(families=None) -> list[TestSet]:
+    """The test sets of the residual-versus-accuracy experiment: every family's in-distribution
+    test set, then the ill-conditioned shifts (``ens.experiments.ILL_CONDITIONED``)."""
     from .pdes import FAMILIES
     families = list(FAMILIES) if families is None else list(families)
     for f in families:
         check_choice("family", f, FAMILIES)
-    return ([(f, in_distribution_setting(f)) for f in families] +
-            [(f, s) for f, s in ILL_CONDITIONED if f in families])
+    return [TestSet(f, in_distribution_setting(f)) for f in families] + [t for t in ILL_CONDITIONED
+                                                                         if t.family in families]
 
 
 @functools.lru_cache(maxsize=1)
@@ -343,7 +344,7 @@ def _code_digest() -> str:
     return h.hexdigest()
 
 
-def run_key(profile: str, family: str, setting: str, method: str, *, budget: dict | None = None,
+def run_key(profile: str, test: TestSet, method: str, *, budget: dict | None = None,
             checkpoint_root=None, data_root=None, device="cpu", threads: int | None = None) -> str:
     """Content key of one method's run on one test setting: a digest of everything its numbers
     depend on -- the package source, torch version and threads, device, profile, budget, the
@@ -353,13 +354,13 @@ def run_key(profile: str, family: str, setting: str, method: str, *, budget: dic
     ``threads`` is the torch thread count of the run (default: this process's)."""
     b = _budget(profile, budget)
     b = {k: b[k] for k in (_budget_keys(method) or tuple(b))}  # unknown runs: the whole budget
-    spec = test_spec(profile, family, setting)
+    spec = test.spec(profile)
     entry = read_manifest(_data_root(data_root) / profile)["files"].get(spec.path, {})
     parts = {"code": _code_digest(), "torch": str(torch.__version__), "threads": threads or torch.get_num_threads(),
-             "device": str(torch.device(device)), "profile": profile, "model_family": family,
+             "device": str(torch.device(device)), "profile": profile, "model_family": test.family,
              "test": spec.to_dict(), "data_sha256": entry.get("sha256"), "method": method,
              "budget": {k: list(v) if isinstance(v, tuple) else v for k, v in b.items()},
-             "checkpoints": [sha256sum(checkpoint_path(profile, family, k, checkpoint_root))
+             "checkpoints": [sha256sum(checkpoint_path(profile, test.family, k, checkpoint_root))
                              for k in ("ens", "surrogate")]}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -379,18 +380,6 @@ def _budget_keys(run: str) -> tuple[str, ...] | None:
     return _BUDGET_KEYS.get(run)
 
 
-def split_setting(family: str, setting: str) -> tuple[str, str]:
-    """``(test family, test setting)`` of a setting label: ``"<setting>"`` of the model's ``family``,
-    or ``"<test family>:<setting>"`` for a cross-equation test."""
-    return tuple(setting.split(":", 1)) if ":" in setting else (family, setting)
-
-
-def test_spec(profile: str, family: str, setting: str):
-    """The test set's :class:`ens.experiments.DatasetSpec` of a setting label (:func:`split_setting`)."""
-    test_family, test_setting = split_setting(family, setting)
-    return dataset_spec(profile, test_family, "test", test_setting)
-
-
 def cached_choice(select, profile: str, family: str, cache_dir, *, budget: dict | None = None, checkpoint_root=None,
                   data_root=None, device="cpu", threads: int | None = None) -> tuple[object, pd.DataFrame]:
     """``select(...)`` (:func:`select_tto` or :func:`select_stop_lowpass`, on validation data) for
@@ -398,7 +387,7 @@ def cached_choice(select, profile: str, family: str, cache_dir, *, budget: dict 
     unchanged, else computed and stored there."""
     if select not in (select_tto, select_stop_lowpass):
         raise ValueError(f"expected select_tto or select_stop_lowpass, got {select!r}")
-    key = run_key(profile, family, in_distribution_setting(family), select.__name__, budget=budget,
+    key = run_key(profile, TestSet(family, in_distribution_setting(family)), select.__name__, budget=budget,
                   checkpoint_root=checkpoint_root, data_root=data_root, device=device, threads=threads)
     path = Path(cache_dir) / f"{family}_{select.__name__}_{key}.json"
     if path.exists():
@@ -426,11 +415,11 @@ def tto_selection(profile: str, families, cache_dir, *, workers: int = 1, **kwar
 
 def _method_job(job: dict) -> None:
     """One method on one setting (a :func:`ens.workers.map_jobs` job): run and write its cache files."""
-    family, setting, method, paths = job["family"], job["setting"], job["method"], job["paths"]
-    (t,) = run_setting(job["profile"], family, setting, [method], budget=job["budget"],
+    test, method, paths = job["test"], job["method"], job["paths"]
+    (t,) = run_setting(job["profile"], test, [method], budget=job["budget"],
                        checkpoint_root=job["checkpoint_root"], data_root=job["data_root"], device=job["device"],
                        tto=job["tto"], stop_lowpass=job["stop_lowpass"], log=job["log"])
-    write_csv(t.frame(family=family, test_family=t.info["test_family"], setting=t.info["setting"]), paths[0])
+    write_csv(t.frame(family=test.family, test_family=test.test_family, setting=test.setting), paths[0])
     write_csv(_summary_rows([t]), paths[1])
 
 
@@ -449,8 +438,9 @@ def evaluate_profile(profile: str, out_dir, families=None, settings=None, *, ext
                      budget: dict | None = None, checkpoint_root=None, data_root=None, device="cpu",
                      cache_dir=None, workers: int = 1, progress: bool = False,
                      log=None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Run every method on every ``(family, setting)`` (default :func:`comparison_settings`) and
-    write ``<out_dir>/trajectories/<family>_<setting>.csv`` (tidy, per iterate) and
+    """Run every method on every :class:`~ens.experiments.TestSet` of ``settings`` (default
+    :func:`comparison_settings`) and write ``<out_dir>/trajectories/<stem>.csv`` (tidy, per iterate,
+    named by :attr:`~ens.experiments.TestSet.stem`) and
     ``<out_dir>/summary.csv``.
 
     Every setting runs :func:`methods_for` its test family plus ``extra_methods`` (e.g.
@@ -490,33 +480,33 @@ def evaluate_runs(profile: str, runs, *, checkpoint_root=None, data_root=None, d
         run["cache"] = Path(cache_dir) if cache_dir is not None else run["out"] / "cache"
         (run["out"] / "trajectories").mkdir(parents=True, exist_ok=True)
         run["cache"].mkdir(parents=True, exist_ok=True)
-        run["settings"] = list(run["settings"])
+        run["settings"] = test_sets(run["settings"])
     # missing data (test sets, validation sets for the choices) are generated first, in parallel,
     # before their checksums enter the keys
-    specs = {test_spec(profile, f, s) for run in runs for f, s in run["settings"]}
-    specs |= {dataset_spec(profile, f, "val", in_distribution_setting(f)) for run in runs for f, _ in run["settings"]}
+    specs = {t.spec(profile) for run in runs for t in run["settings"]}
+    specs |= {dataset_spec(profile, t.family, "val", in_distribution_setting(t.family))
+              for run in runs for t in run["settings"]}
     missing = [spec for spec in sorted(specs, key=lambda sp: sp.path) if file_status(spec, data_root) == "missing"]
     generate(missing, root=data_root, workers=workers)
     todo, needs = {}, {}  # cache path -> job; choice key -> job
     for run in runs:
         run["plan"] = []  # (stem, {method: cache path})
-        for family, setting in run["settings"]:
-            test_family = split_setting(family, setting)[0]
-            stem = f"{family}_{setting.replace(':', '--')}"
-            paths = {m: run["cache"] / f"{stem}_{m}_{run_key(profile, family, setting, m, budget=run['budget'], **common)}.csv"
-                     for m in methods_for(test_family) + list(run["extra_methods"])}
-            run["plan"].append((stem, paths))
+        for test in run["settings"]:
+            family = test.family
+            paths = {m: run["cache"] / f"{test.stem}_{m}_{run_key(profile, test, m, budget=run['budget'], **common)}.csv"
+                     for m in methods_for(test.test_family) + list(run["extra_methods"])}
+            run["plan"].append((test.stem, paths))
             for m, path in paths.items():
                 if path in todo or (path.exists() and path.with_suffix(".summary.csv").exists()):
                     continue
-                todo[path] = {"profile": profile, "family": family, "setting": setting, "method": m,
+                todo[path] = {"profile": profile, "test": test, "method": m,
                               "budget": run["budget"], "log": log, "paths": (path, path.with_suffix(".summary.csv")),
                               **{k: v for k, v in common.items() if k != "threads"}}
                 choice = METHOD_SPECS[m].choice
                 if choice is not None:
                     select = _SELECT[choice]
                     key = (family, select.__name__, str(run["cache"]),
-                           run_key(profile, family, in_distribution_setting(family), select.__name__,
+                           run_key(profile, TestSet(family, in_distribution_setting(family)), select.__name__,
                                    budget=run["budget"], **common))
                     needs.setdefault(key, {"select": select, "profile": profile, "family": family,
                                            "cache": run["cache"], "key_args": {**common, "budget": run["budget"]}})
@@ -524,7 +514,7 @@ def evaluate_runs(profile: str, runs, *, checkpoint_root=None, data_root=None, d
     # one pool for the choices and the runs, the longest chain first; a run that needs a choice
     # starts when it is made, the others meanwhile
     def cost(job):  # the state's size times the method's relative cost
-        spec = test_spec(profile, job["family"], job["setting"])
+        spec = job["test"].spec(profile)
         return METHOD_SPECS[job["method"]].cost * spec.pde().out_channels * spec.resolution ** 2
 
     runs_todo = list(todo.values())

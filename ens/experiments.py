@@ -82,7 +82,7 @@ from .pdes import FAMILIES, PDE, get_pde
 
 __all__ = ["PROFILES", "SPLITS", "SIZE_GROUPS", "sizes", "CHUNK_SIZE", "PAIRED_TEST_KEY", "CROSS_EQUATION",
            "Sizes", "Shift", "FamilySpec", "FAMILY_SPECS", "family_spec", "register_family", "unregister_family",
-           "DatasetSpec", "derive_seed", "check_choice", "datasets", "dataset_spec",
+           "DatasetSpec", "TestSet", "test_sets", "derive_seed", "check_choice", "datasets", "dataset_spec",
            "cross_equation_pairs", "in_distribution_setting", "setting_label", "TRAINING", "EVALUATION", "ILL_CONDITIONED",
            "STUDIES"]
 
@@ -92,11 +92,6 @@ SPLITS = ("train", "val", "test")
 CHUNK_SIZE = 32
 #: seed key shared by the Poisson in-distribution test set and the Helmholtz test sets
 PAIRED_TEST_KEY = "poisson+helmholtz/test/paired-forcing"
-#: cross-equation transfer: (family the model is trained on, test family, test setting)
-CROSS_EQUATION: tuple[tuple[str, str, str], ...] = (
-    ("poisson", "helmholtz", "k=1"),
-    ("helmholtz", "poisson", "scale=100"),
-)
 
 _SETTING_NAME = re.compile(r"^[A-Za-z0-9_.=+-]+$")
 
@@ -330,10 +325,67 @@ def dataset_spec(profile: str, family: str, split: str, setting: str) -> Dataset
     return specs[setting]
 
 
+@dataclass(frozen=True)
+class TestSet:
+    """One evaluation's test set: the shipped models of ``family`` on the test set ``setting`` of
+    ``test_family`` (default: ``family`` itself; another family for a cross-equation transfer).
+    Its parts are fields, never parsed out of a label."""
+
+    __test__ = False  # a package class, not a pytest test class
+
+    family: str
+    setting: str
+    test_family: str | None = None
+
+    def __post_init__(self):
+        check_choice("family", self.family, FAMILIES)
+        if self.test_family is None:
+            object.__setattr__(self, "test_family", self.family)
+        check_choice("test family", self.test_family, FAMILIES)
+        if not isinstance(self.setting, str):
+            raise TypeError(f"setting: expected a str such as 'k=1', got {self.setting!r}")
+
+    @property
+    def cross_equation(self) -> bool:
+        return self.test_family != self.family
+
+    @property
+    def stem(self) -> str:
+        """File-name stem of its tables: ``<family>_<setting>``, or ``<family>_<test family>--<setting>``."""
+        return f"{self.family}_{self.test_family}--{self.setting}" if self.cross_equation else \
+            f"{self.family}_{self.setting}"
+
+    def spec(self, profile: str) -> "DatasetSpec":
+        """Its :class:`DatasetSpec` in ``profile`` (``ValueError`` lists the valid settings)."""
+        return dataset_spec(profile, self.test_family, "test", self.setting)
+
+    def __str__(self) -> str:
+        head = f"{self.family} -> {self.test_family}" if self.cross_equation else self.family
+        return f"{head} / {self.setting}"
+
+
+def test_sets(settings) -> list[TestSet]:
+    """``settings`` as a list, each checked to be a :class:`TestSet` (``TypeError`` otherwise)."""
+    out = list(settings)
+    for t in out:
+        if not isinstance(t, TestSet):
+            raise TypeError(f"expected ens.experiments.TestSet entries such as TestSet('helmholtz', 'k=4'), "
+                            f"got {t!r}")
+    return out
+
+
+test_sets.__test__ = False  # not a pytest test
+
+
+#: the cross-equation transfers of the generalisation study: a model trained on ``family`` run on
+#: ``test_family``'s test set
+CROSS_EQUATION: tuple[TestSet, ...] = (TestSet("poisson", "k=1", test_family="helmholtz"),
+                                       TestSet("helmholtz", "scale=100", test_family="poisson"))
+
+
 def cross_equation_pairs(profile: str) -> list[tuple[str, DatasetSpec]]:
-    """``(train family, test spec)`` for each cross-equation pair of ``CROSS_EQUATION``."""
-    return [(train, dataset_spec(profile, test_family, "test", setting))
-            for train, test_family, setting in CROSS_EQUATION]
+    """``(train family, test spec)`` for each cross-equation pair of :data:`CROSS_EQUATION`."""
+    return [(t.family, t.spec(profile)) for t in CROSS_EQUATION]
 
 
 def setting_label(frame):
@@ -388,6 +440,7 @@ EVALUATION: dict[str, dict] = {
 #: the generalisation studies (``ens.generalization``)
 STUDIES = ("zero_shot", "cross_equation", "superres")
 
-#: the ill-conditioned settings of the residual-versus-accuracy experiment (besides every family's
-#: in-distribution test set): (family, test setting)
-ILL_CONDITIONED: tuple[tuple[str, str], ...] = (("helmholtz", "k=3"), ("helmholtz", "k=4"), ("navier_stokes", "nu=1e-4"))
+#: the ill-conditioned test sets of the residual-versus-accuracy experiment (besides every family's
+#: in-distribution test set)
+ILL_CONDITIONED: tuple[TestSet, ...] = (TestSet("helmholtz", "k=3"), TestSet("helmholtz", "k=4"),
+                                        TestSet("navier_stokes", "nu=1e-4"))

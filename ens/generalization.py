@@ -1,13 +1,13 @@
 """Generalisation studies (the paper's claim 6): zero-shot parameter shift, cross-equation
 transfer and super-resolution, with every method of the residual-versus-accuracy comparison.
 
-Studies (:func:`study_settings`), each a list of ``(model family, test setting)``:
+Studies (:func:`study_settings`), each a list of :class:`ens.experiments.TestSet`:
 
 * ``zero_shot``: every family's shifted test sets (Helmholtz k = 2, 3, 4; Poisson forcing scale
   200; Darcy contrast 8 and GRF forcing; Navier--Stokes nu = 1e-4 and forcing 4 pi), next to the
   in-distribution test set they are shifted from (the reference point of each shift axis);
 * ``cross_equation``: a model trained on one family run on another family's test set, fed that
-  family's residual (``"<test family>:<setting>"``, see :data:`ens.experiments.CROSS_EQUATION`);
+  family's residual (``TestSet.test_family``, see :data:`ens.experiments.CROSS_EQUATION`);
   the hybrids start from the transferred surrogate's prediction;
 * ``superres``: models trained at ``S`` run on the ``superres`` test sets (``2S - 1`` nodes for
   the elliptic families, ``2S`` for Navier--Stokes).
@@ -45,18 +45,18 @@ from .evaluate import (
     load_trained,
     run_key,
     select_stop_lowpass,
-    split_setting,
-    test_spec,
 )
 from .experiments import (
     CROSS_EQUATION,
     EVALUATION,
     FAMILY_SPECS,
     STUDIES,
+    TestSet,
     dataset_spec,
     datasets,
     in_distribution_setting,
     setting_label,
+    test_sets,
 )
 from .methods import METHOD_SPECS
 from .paths import write_csv
@@ -79,8 +79,8 @@ def _test_sets(profile: str, family: str) -> list[str]:
     return [s.setting for s in datasets(profile, family, "test")]
 
 
-def study_settings(study: str, families=None, profile: str = "ci") -> list[tuple[str, str]]:
-    """``(model family, test setting)`` of a study, restricted to ``families`` (default: all; a
+def study_settings(study: str, families=None, profile: str = "ci") -> list[TestSet]:
+    """The test sets of a study, restricted to ``families`` (default: all; a
     cross-equation pair needs both of its families). ``profile`` only decides which test sets
     exist (the same in every profile)."""
     check_choice("study", study, STUDIES)
@@ -92,12 +92,11 @@ def study_settings(study: str, families=None, profile: str = "ci") -> list[tuple
         for f in families:
             shifted = [s for s in _test_sets(profile, f) if s not in (in_distribution_setting(f), "superres")]
             if shifted:
-                out += [(f, in_distribution_setting(f))] + [(f, s) for s in shifted]
+                out += [TestSet(f, in_distribution_setting(f))] + [TestSet(f, s) for s in shifted]
         return out
     if study == "cross_equation":
-        return [(train, f"{test}:{setting}") for train, test, setting in CROSS_EQUATION
-                if train in families and test in families]
-    return [(f, "superres") for f in families if "superres" in _test_sets(profile, f)]
+        return [t for t in CROSS_EQUATION if t.family in families and t.test_family in families]
+    return [TestSet(f, "superres") for f in families if "superres" in _test_sets(profile, f)]
 
 
 def run_study(study: str, profile: str, out_dir, families=None, *, budget: dict | None = None,
@@ -146,18 +145,17 @@ def shift_frame(summary: pd.DataFrame) -> pd.DataFrame:
 
 # ---- condition numbers of the test operators -----------------------------------------------------
 def condition_numbers(profile: str, settings, n_samples: int = 4, data_root=None) -> pd.DataFrame:
-    """Condition number of each test setting's (linearised) operator at its resolution: the PDE's
+    """Condition number of each :class:`~ens.experiments.TestSet`'s (linearised) operator at its resolution: the PDE's
     :meth:`~ens.pdes.PDE.condition_number` on the first ``n_samples`` test samples (closed form
     for Poisson and Helmholtz, sparse eigenvalue solves for Darcy and nonlinear Helmholtz, ``NaN``
     for the flows)."""
     rows = []
-    for family, setting in settings:
-        test_family, test_setting = split_setting(family, setting)
-        spec = dataset_spec(profile, test_family, "test", test_setting)
+    for test in test_sets(settings):
+        spec = test.spec(profile)
         pde, S = spec.pde(), spec.resolution
         samples = load_dataset(spec, data_root, True).tensors(0, n_samples) if pde.condition_number_needs_samples else ()
         kappa = pde.condition_number(S, *samples)
-        rows.append({"family": family, "test_family": test_family, "setting": test_setting, "resolution": S,
+        rows.append({"family": test.family, "test_family": test.test_family, "setting": test.setting, "resolution": S,
                      "kappa": kappa})
     return pd.DataFrame(rows)
 
@@ -174,7 +172,7 @@ def advantage_vs_condition(summary: pd.DataFrame, kappas: pd.DataFrame) -> pd.Da
 
 
 # ---- sensitivity to alpha and T ------------------------------------------------------------------
-def alpha_t_sensitivity(profile: str, family: str, setting: str, *, n_samples: int | None = None,
+def alpha_t_sensitivity(profile: str, test: TestSet, *, n_samples: int | None = None,
                         stop_lowpass: float | None = None, checkpoint_root=None, data_root=None,
                         device="cpu") -> tuple[pd.DataFrame, dict]:
     """ENS's test error along its whole validation grid (every ``alpha`` of the stored selection
@@ -184,15 +182,14 @@ def alpha_t_sensitivity(profile: str, family: str, setting: str, *, n_samples: i
     the three choices on these samples: the validation rule, the residual rule (its filter
     ``stop_lowpass`` chosen on validation data when not given) and the oracle (the grid's best
     point, which reads the test labels)."""
-    ens = load_trained(profile, family, "ens", checkpoint_root)
-    test_family, test_setting = split_setting(family, setting)
-    spec = dataset_spec(profile, test_family, "test", test_setting)
+    ens = load_trained(profile, test.family, "ens", checkpoint_root)
+    spec = test.spec(profile)
     n = n_samples or EVALUATION[profile]["n_sensitivity"]
     c, u = load_dataset(spec, data_root, True).tensors(0, n)
     c, u, pde, model = c.to(device), u.to(device), spec.pde(), ens.model.to(device)
     info = ens.inference
     alphas = sorted({row["alpha"] for row in info["table"]} | {info["alpha"]})
-    labels = {"family": family, "test_family": test_family, "setting": test_setting}
+    labels = {"family": test.family, "test_family": test.test_family, "setting": test.setting}
     curves = []
     for a in alphas:
         tr = ens_solve(model, pde, c, alpha=a, steps=info["max_steps"], u_true=u, on_divergence="stop")
@@ -216,23 +213,23 @@ def alpha_t_sensitivity(profile: str, family: str, setting: str, *, n_samples: i
 
 
 def _sensitivity_job(job: dict) -> None:
-    cv, row = alpha_t_sensitivity(job["profile"], job["family"], job["setting"], n_samples=job["n_samples"],
+    cv, row = alpha_t_sensitivity(job["profile"], job["test"], n_samples=job["n_samples"],
                                   stop_lowpass=job["stop_lowpass"], checkpoint_root=job["checkpoint_root"],
                                   data_root=job["data_root"], device=job["device"])
     write_csv(cv, job["paths"][0])
     write_csv(pd.DataFrame([row]), job["paths"][1])
 
 
-def sensitivity_settings(settings) -> list[tuple[str, str]]:
-    """The ``(family, setting)`` of ``settings`` that the alpha/T sensitivity study runs on: every
+def sensitivity_settings(settings) -> list[TestSet]:
+    """The test sets of ``settings`` that the alpha/T sensitivity study runs on: every
     shifted and cross-equation set, not the in-distribution sets (where alpha and T were chosen)."""
-    return [(f, s) for f, s in settings if s != in_distribution_setting(f)]
+    return [t for t in test_sets(settings) if t.cross_equation or t.setting != in_distribution_setting(t.family)]
 
 
 def sensitivity_study(profile: str, settings, out_dir, *, n_samples: int | None = None, checkpoint_root=None,
                       data_root=None, device="cpu", cache_dir=None, workers: int = 1,
                       progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """:func:`alpha_t_sensitivity` on every ``(family, setting)``; per-setting tables under
+    """:func:`alpha_t_sensitivity` on every test set of ``settings``; per-setting tables under
     ``<out_dir>/sensitivity/``, named by their :func:`ens.evaluate.run_key` (a table is reused
     only while code, checkpoints, data and budget are unchanged), and the choices of every
     setting in ``<out_dir>/sensitivity/choices.csv``. The residual rule's filter comes from
@@ -244,20 +241,20 @@ def sensitivity_study(profile: str, settings, out_dir, *, n_samples: int | None 
     cache = Path(cache_dir) if cache_dir is not None else Path(out_dir) / "cache"
     threads = run_threads(workers)
     kw = {"checkpoint_root": checkpoint_root, "data_root": data_root, "device": device}
-    settings = list(settings)
+    settings = test_sets(settings)
     # missing test and validation sets are generated first (in parallel), before their checksums enter the keys
-    specs = {test_spec(profile, f, s) for f, s in settings}
-    specs |= {dataset_spec(profile, f, "val", in_distribution_setting(f)) for f, _ in settings}
+    specs = {t.spec(profile) for t in settings}
+    specs |= {dataset_spec(profile, t.family, "val", in_distribution_setting(t.family)) for t in settings}
     generate([sp for sp in sorted(specs, key=lambda sp: sp.path) if file_status(sp, data_root) == "missing"],
              root=data_root, workers=workers)
     paths, jobs = [], []
-    for family, setting in settings:
-        key = run_key(profile, family, setting, "alpha_t_sensitivity",
+    for test in settings:
+        key = run_key(profile, test, "alpha_t_sensitivity",
                       budget={"n_sensitivity": n_samples} if n_samples else None, threads=threads, **kw)
-        path = out / f"{family}_{setting.replace(':', '--')}_{key}.csv"
+        path = out / f"{test.stem}_{key}.csv"
         paths.append((path, path.with_suffix(".choice.csv")))
         if not (path.exists() and paths[-1][1].exists()):
-            jobs.append({"profile": profile, "family": family, "setting": setting, "n_samples": n_samples,
+            jobs.append({"profile": profile, "test": test, "family": test.family, "n_samples": n_samples,
                          "paths": paths[-1], **kw})
     lowpass = {family: cached_choice(select_stop_lowpass, profile, family, cache, threads=threads, **kw)[0]
                for family in sorted({job["family"] for job in jobs})}

@@ -1,9 +1,13 @@
-"""Shared test settings: the off-screen figure backend, exact float arithmetic on CUDA (no TF32) and the devices to test on."""
+"""Shared test settings: the off-screen figure backend, exact float arithmetic on CUDA (no TF32),
+the devices to test on, and the one session-wide ``ci`` data root (shared utilities: ``helpers.py``)."""
 
 import matplotlib
 import pytest
 import torch
+from helpers import torch_threads
 
+from ens.data import generate
+from ens.experiments import datasets
 from ens.workers import tune_allocator
 
 # figures in this (plain-Python) test process are drawn off-screen; set here, not through
@@ -22,3 +26,15 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.i
 @pytest.fixture(params=DEVICES)
 def device(request):
     return torch.device(request.param)
+
+
+@pytest.fixture(scope="session")
+def ci_root(tmp_path_factory):
+    """The whole ``ci`` profile's data (about 20 s on one core, half of it Kolmogorov), generated
+    once per session; tests read it and copy what they modify."""
+    root = tmp_path_factory.mktemp("data")
+    # One torch thread: on a 2-core machine shared with another busy process, torch's spinning
+    # OpenMP threads made the Navier-Stokes sets 60x slower (190 s against 3 s, measured).
+    with torch_threads(1):
+        generate(datasets("ci"), root=root, progress=False)
+    return root

@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import norms, problem
 
 import ens
 from ens.models import NeuralSolver, Normalization, build_backbone
@@ -28,20 +29,10 @@ from ens.solvers import (
 B = 3
 
 
-def norms(x):
-    return x.flatten(1).norm(dim=1)
-
-
 def perturbed(pde, u, seed, amplitude=0.1):
     """``u`` plus admissible random noise of ``amplitude`` times each sample's max |u|."""
     noise = torch.randn(u.shape, generator=torch.Generator().manual_seed(seed), dtype=u.dtype)
     return u + amplitude * u.flatten(1).abs().max(1).values.view(-1, 1, 1, 1) * pde.apply_bc(noise)
-
-
-def problem(family, S, n=B, seed=1, **params):
-    pde = ens.get_pde(family, **params)
-    c = pde.sample_inputs(n, S, torch.Generator().manual_seed(seed))
-    return pde, c, pde.solve(c)
 
 
 @pytest.fixture(scope="module")

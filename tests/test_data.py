@@ -1,7 +1,6 @@
 """Dataset layer: the experiment config, generation, determinism, resume, integrity, lazy loading.
 
-The session fixture generates the whole ``ci`` profile (~20 s on one core, half of it Kolmogorov,
-whose input chains each pay a warm-up).
+The session fixture ``ci_root`` (``conftest.py``) holds the whole ``ci`` profile.
 """
 
 import dataclasses
@@ -18,6 +17,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from helpers import shas
 
 from ens.data import (
     CorruptDataError,
@@ -49,24 +49,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 def ci_specs(*families):
     return [s for f in families for s in datasets("ci", f)]
-
-
-@pytest.fixture(scope="session")
-def ci_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    # One torch thread: on a 2-core machine shared with another busy process, torch's spinning
-    # OpenMP threads made the Navier-Stokes sets 60x slower (190 s against 3 s, measured).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        generate(datasets("ci"), root=root, progress=False)
-    finally:
-        torch.set_num_threads(threads)
-    return root
-
-
-def shas(root, profile="ci"):
-    return {k: v["sha256"] for k, v in read_manifest(Path(root) / profile)["files"].items()}
 
 
 # ---- the configuration --------------------------------------------------------------------------

@@ -5,8 +5,8 @@ import math
 
 import pytest
 import torch
+from helpers import torch_threads
 
-from ens.data import generate
 from ens.evaluate import (
     METHODS,
     equal_time_table,
@@ -18,23 +18,15 @@ from ens.evaluate import (
     shipped_families,
     summary_table,
 )
-from ens.experiments import datasets
+from ens.experiments import TestSet
 
 BUDGET = {"n_samples": 4, "batch_size": 2, "gd_steps": 5, "gn_steps": 2, "cg_iterations": 4, "tto_steps": 3,
           "newton_steps": 3, "tto_lrs": (1e-4, 1e-3), "n_select": 2}
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    generate([s for s in datasets("ci", "helmholtz") if s.split == "val" or s.setting in ("k=1", "k=4")],
-             root=root, progress=False)
-    return root
-
-
-@pytest.fixture(scope="module")
-def trajectories(data_root):
-    return run_setting("ci", "helmholtz", "k=4", budget=BUDGET, data_root=data_root)
+def trajectories(ci_root):
+    return run_setting("ci", TestSet("helmholtz", "k=4"), budget=BUDGET, data_root=ci_root)
 
 
 def test_methods_per_family():
@@ -89,26 +81,30 @@ def test_equal_time_table_takes_the_last_iterate_within_each_budget(trajectories
         equal_time_table(frame[frame.method != "ens"])
 
 
-def test_tto_learning_rate_and_steps_are_chosen_on_validation_data(data_root):
+def test_tto_learning_rate_and_steps_are_chosen_on_validation_data(ci_root):
     sur = load_trained("ci", "helmholtz", "surrogate")
-    choice, table = select_tto(sur, "ci", BUDGET, data_root)
+    choice, table = select_tto(sur, "ci", BUDGET, ci_root)
     assert choice["lr"] in BUDGET["tto_lrs"] and list(dict.fromkeys(table.lr)) == list(BUDGET["tto_lrs"])
     assert set(table.iteration) == set(range(BUDGET["tto_steps"] + 1))
     # the best (lr, step >= 1) of the validation table, and the test run stops there
     tried = table[table.iteration > 0]
     best = tried.set_index(["lr", "iteration"]).val_rel_l2
     assert best[(choice["lr"], choice["steps"])] == tried.val_rel_l2.min()
-    spec_trs = run_setting("ci", "helmholtz", "k=1", ["tto"], budget=BUDGET, data_root=data_root, tto=choice)
+    spec_trs = run_setting("ci", TestSet("helmholtz", "k=1"), ["tto"], budget=BUDGET, data_root=ci_root, tto=choice)
     assert spec_trs[0].iterations == choice["steps"]
 
 
-def test_bad_arguments_are_refused(data_root):
+def test_bad_arguments_are_refused(ci_root):
     with pytest.raises(ValueError, match="unknown method 'adam'"):
-        run_setting("ci", "helmholtz", "k=1", ["adam"], budget=BUDGET, data_root=data_root)
+        run_setting("ci", TestSet("helmholtz", "k=1"), ["adam"], budget=BUDGET, data_root=ci_root)
     with pytest.raises(ValueError, match="unknown budget entries"):
-        run_setting("ci", "helmholtz", "k=1", budget={"gd_iters": 3}, data_root=data_root)
+        run_setting("ci", TestSet("helmholtz", "k=1"), budget={"gd_iters": 3}, data_root=ci_root)
     with pytest.raises(ValueError, match="unknown setting"):
-        run_setting("ci", "helmholtz", "k=9", budget=BUDGET, data_root=data_root)
+        run_setting("ci", TestSet("helmholtz", "k=9"), budget=BUDGET, data_root=ci_root)
+    with pytest.raises(TypeError, match="expected ens.experiments.TestSet entries"):
+        run_setting("ci", "helmholtz", budget=BUDGET, data_root=ci_root)
+    with pytest.raises(ValueError, match="unknown test family 'heat'"):
+        TestSet("helmholtz", "k=1", test_family="heat")
 
 
 def test_shipped_families_lists_what_is_trained(tmp_path):
@@ -127,27 +123,23 @@ def test_shipped_families_lists_what_is_trained(tmp_path):
     assert "no shipped ci checkpoints for ['darcy']" in said[0] and "ens train --profile ci --family F" in said[0]
 
 
-def test_evaluate_profile_in_worker_processes_matches_a_serial_run_and_caches_by_content(data_root, tmp_path):
+def test_evaluate_profile_in_worker_processes_matches_a_serial_run_and_caches_by_content(ci_root, tmp_path):
     from ens.evaluate import evaluate_profile
-    settings = [("helmholtz", "k=4")]
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the workers' thread count, so that the two runs compute the same thing
-    try:
-        _, serial = evaluate_profile("ci", tmp_path / "serial", settings=settings, budget=BUDGET, data_root=data_root)
-    finally:
-        torch.set_num_threads(before)
-    _, parallel = evaluate_profile("ci", tmp_path / "parallel", settings=settings, budget=BUDGET, data_root=data_root,
+    settings = [TestSet("helmholtz", "k=4")]
+    with torch_threads(1):  # the workers' thread count, so that the two runs compute the same thing
+        _, serial = evaluate_profile("ci", tmp_path / "serial", settings=settings, budget=BUDGET, data_root=ci_root)
+    _, parallel = evaluate_profile("ci", tmp_path / "parallel", settings=settings, budget=BUDGET, data_root=ci_root,
                                    workers=2)
     cols = ["method", "rel_l2", "rel_residual", "iterations", "status"]
     assert serial[cols].equals(parallel[cols]), "a worker process computed other numbers than a serial run"
     # the cache is keyed by content: the same budget is read back, another one is rerun
     said = []
-    evaluate_profile("ci", tmp_path / "parallel", settings=settings, budget=BUDGET, data_root=data_root, workers=2,
+    evaluate_profile("ci", tmp_path / "parallel", settings=settings, budget=BUDGET, data_root=ci_root, workers=2,
                      log=said.append)
     assert said == ["parallel: every method read from " + str(tmp_path / "parallel" / "cache")]
     said.clear()
     _, more = evaluate_profile("ci", tmp_path / "parallel", settings=settings, budget={**BUDGET, "gd_steps": 7},
-                               data_root=data_root, workers=2, log=said.append)
+                               data_root=ci_root, workers=2, log=said.append)
     # only the method whose budget changed is rerun
     assert len(said) == 1 and said[0].startswith("helmholtz -> helmholtz/k=4 gd:")
     assert int(more.set_index("method").iterations["gd"]) == 7

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from ens import theory
-from ens.data import generate, load_dataset
+from ens.data import load_dataset
 from ens.evaluate import STOP_LOWPASS, load_trained, select_stop_lowpass
-from ens.experiments import dataset_spec, datasets
+from ens.experiments import TestSet, dataset_spec
 from ens.generalization import (
     STUDIES,
     alpha_t_sensitivity,
@@ -31,26 +31,20 @@ BUDGET = {"n_samples": 4, "batch_size": 4, "gd_steps": 3, "gn_steps": 2, "cg_ite
           "newton_steps": 2, "tto_lrs": (1e-4,), "n_select": 2, "n_superres": 2}
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    wanted = {("poisson", "val", "scale=100"), ("helmholtz", "val", "k=1"), ("poisson", "test", "scale=100"),
-              ("helmholtz", "test", "k=1"), ("helmholtz", "test", "superres"), ("darcy", "test", "contrast=8"),
-              ("nonlinear_helmholtz", "test", "k=2_lam=-1")}
-    generate([s for s in datasets("ci") if (s.family, s.split, s.setting) in wanted], root=root, progress=False)
-    return root
-
-
 def test_study_settings():
     zs = study_settings("zero_shot")
-    assert zs[:2] == [("poisson", "scale=100"), ("poisson", "scale=200")]
-    assert [s for f, s in zs if f == "helmholtz"] == ["k=1", "k=2", "k=3", "k=4"]
-    assert not any(f in ("kolmogorov", "nonlinear_helmholtz") for f, _ in zs)  # no shifted sets
-    assert study_settings("cross_equation") == [("poisson", "helmholtz:k=1"), ("helmholtz", "poisson:scale=100")]
+    assert zs[:2] == [TestSet("poisson", "scale=100"), TestSet("poisson", "scale=200")]
+    assert [t.setting for t in zs if t.family == "helmholtz"] == ["k=1", "k=2", "k=3", "k=4"]
+    assert not any(t.family in ("kolmogorov", "nonlinear_helmholtz") for t in zs)  # no shifted sets
+    assert not any(t.cross_equation for t in zs)
+    cross = study_settings("cross_equation")
+    assert cross == [TestSet("poisson", "k=1", "helmholtz"), TestSet("helmholtz", "scale=100", "poisson")]
+    assert [t.stem for t in cross] == ["poisson_helmholtz--k=1", "helmholtz_poisson--scale=100"]  # file names
+    assert str(cross[0]) == "poisson -> helmholtz / k=1" and str(zs[0]) == "poisson / scale=100"
     assert study_settings("cross_equation", ["poisson"]) == []  # a pair needs both families
-    assert [f for f, _ in study_settings("superres")] == ["poisson", "helmholtz", "nonlinear_helmholtz", "darcy",
-                                                         "navier_stokes"]
-    assert {(f, s) for _, f, s, _ in shift_axes()} == set(zs)  # every zero-shot set sits on a shift axis
+    assert [t.family for t in study_settings("superres")] == ["poisson", "helmholtz", "nonlinear_helmholtz", "darcy",
+                                                             "navier_stokes"]
+    assert {TestSet(f, s) for _, f, s, _ in shift_axes()} == set(zs)  # every zero-shot set sits on a shift axis
     with pytest.raises(ValueError, match="unknown study"):
         study_settings("few_shot")
     with pytest.raises(ValueError, match="unknown family"):
@@ -58,14 +52,14 @@ def test_study_settings():
     assert STUDIES == ("zero_shot", "cross_equation", "superres")
 
 
-def test_cross_equation_runs_the_other_familys_model_on_the_test_equation(data_root, tmp_path):
+def test_cross_equation_runs_the_other_familys_model_on_the_test_equation(ci_root, tmp_path):
     traj, summ = run_study("cross_equation", "ci", tmp_path, ["poisson", "helmholtz"], budget=BUDGET,
-                           data_root=data_root)
+                           data_root=ci_root)
     row = summ[(summ.family == "poisson") & (summ.method == "surrogate")].iloc[0]
     assert row.test_family == "helmholtz" and row.setting == "k=1" and row.study == "cross_equation"
     # the transferred surrogate's error is measured against the Helmholtz solutions
     spec = dataset_spec("ci", "helmholtz", "test", "k=1")
-    c, u = load_dataset(spec, data_root).tensors(0, BUDGET["n_samples"])
+    c, u = load_dataset(spec, ci_root).tensors(0, BUDGET["n_samples"])
     sur = load_trained("ci", "poisson", "surrogate")
     with torch.no_grad():
         u0 = sur.model.predict(spec.pde(), c)
@@ -78,7 +72,7 @@ def test_cross_equation_runs_the_other_familys_model_on_the_test_equation(data_r
     assert got == pytest.approx(float(tr.rel_error[-1].mean()), rel=1e-5)
     # the residual rule: its low-pass filter is chosen on the Poisson validation split, then it is
     # ens_solve's stop rule on the Helmholtz samples
-    q, table = select_stop_lowpass(ens, "ci", BUDGET, data_root=data_root)
+    q, table = select_stop_lowpass(ens, "ci", BUDGET, data_root=ci_root)
     assert list(table.stop_lowpass) == list(STOP_LOWPASS) and q == table.sort_values("val_rel_l2").stop_lowpass.iloc[0]
     stop = ens_solve(ens.model, spec.pde(), c, alpha=ens.inference["alpha"], steps=ens.inference["max_steps"],
                      u_true=u, stop="residual", stop_lowpass=q)
@@ -88,13 +82,13 @@ def test_cross_equation_runs_the_other_familys_model_on_the_test_equation(data_r
     # resumable: the second call reads every method's cached run instead of running anything
     said = []
     again = run_study("cross_equation", "ci", tmp_path, ["poisson", "helmholtz"], budget=BUDGET,
-                      data_root=data_root, log=said.append)[1]
+                      data_root=ci_root, log=said.append)[1]
     pd.testing.assert_frame_equal(again.reset_index(drop=True), summ.reset_index(drop=True), check_dtype=False)
     assert said == [f"cross_equation: every method read from {tmp_path / 'cross_equation' / 'cache'}"]
 
 
-def test_superres_runs_the_models_on_the_finer_grid(data_root, tmp_path):
-    traj, summ = run_study("superres", "ci", tmp_path, ["helmholtz"], budget=BUDGET, data_root=data_root)
+def test_superres_runs_the_models_on_the_finer_grid(ci_root, tmp_path):
+    traj, summ = run_study("superres", "ci", tmp_path, ["helmholtz"], budget=BUDGET, data_root=ci_root)
     assert set(summ.method) >= {"surrogate", "ens", "ens_residual", "gd", "gauss_newton", "tto", "reference"}
     assert (summ[summ.method == "reference"].rel_l2 < 1e-6).all()
     ens = summ[summ.method == "ens"].iloc[0]
@@ -102,22 +96,23 @@ def test_superres_runs_the_models_on_the_finer_grid(data_root, tmp_path):
     assert dataset_spec("ci", "helmholtz", "test", "superres").resolution == 63
 
 
-def test_condition_numbers_match_dense_linear_algebra(data_root):
-    k = condition_numbers("ci", [("poisson", "scale=100"), ("helmholtz", "k=4"), ("navier_stokes", "nu=1e-3"),
-                                 ("poisson", "helmholtz:k=1")])
+def test_condition_numbers_match_dense_linear_algebra(ci_root):
+    k = condition_numbers("ci", [TestSet("poisson", "scale=100"), TestSet("helmholtz", "k=4"),
+                                 TestSet("navier_stokes", "nu=1e-3"), TestSet("poisson", "k=1", "helmholtz")])
     assert k.kappa.iloc[0] == pytest.approx(theory.condition_number(32, 0.0), rel=1e-12)
     assert k.kappa.iloc[1] == pytest.approx(theory.condition_number(32, 4.0), rel=1e-12)
     assert math.isnan(k.kappa.iloc[2])
     assert k.test_family.iloc[3] == "helmholtz" and k.kappa.iloc[3] == pytest.approx(theory.condition_number(32, 1.0))
     # Darcy and the nonlinear Jacobian come from sparse eigensolves: compare with dense cond()
     n = 2
-    d = condition_numbers("ci", [("darcy", "contrast=8"), ("nonlinear_helmholtz", "k=2_lam=-1")], n_samples=n,
-                          data_root=data_root)
-    c, _ = load_dataset(dataset_spec("ci", "darcy", "test", "contrast=8"), data_root).tensors(0, n)
+    d = condition_numbers("ci", [TestSet("darcy", "contrast=8"), TestSet("nonlinear_helmholtz", "k=2_lam=-1")],
+                          n_samples=n,
+                          data_root=ci_root)
+    c, _ = load_dataset(dataset_spec("ci", "darcy", "test", "contrast=8"), ci_root).tensors(0, n)
     dense = np.mean([np.linalg.cond(fv_matrix(c[i, 0].double().numpy()).toarray()) for i in range(n)])
     assert d.kappa.iloc[0] == pytest.approx(dense, rel=1e-6)
     spec = dataset_spec("ci", "nonlinear_helmholtz", "test", "k=2_lam=-1")
-    _, u = load_dataset(spec, data_root).tensors(0, n)
+    _, u = load_dataset(spec, ci_root).tensors(0, n)
     pde = spec.pde()
     jac = [laplacian_matrix(32).toarray() + np.diag(pde.k ** 2 + 3 * pde.lam * u[i, 0, 1:-1, 1:-1].double().numpy().ravel() ** 2)
            for i in range(n)]
@@ -127,8 +122,8 @@ def test_condition_numbers_match_dense_linear_algebra(data_root):
     np.testing.assert_allclose(ev, np.sort(theory.helmholtz_spectrum(12, 0.0).flatten().numpy()), rtol=1e-10)
 
 
-def test_alpha_t_rules(data_root, tmp_path, monkeypatch):
-    curves, row = alpha_t_sensitivity("ci", "helmholtz", "k=1", n_samples=3, data_root=data_root)
+def test_alpha_t_rules(ci_root, tmp_path, monkeypatch):
+    curves, row = alpha_t_sensitivity("ci", TestSet("helmholtz", "k=1"), n_samples=3, data_root=ci_root)
     ens = load_trained("ci", "helmholtz", "ens")
     assert set(curves.alpha) == {r["alpha"] for r in ens.inference["table"]}
     assert curves.iteration.max() == ens.inference["max_steps"]
@@ -139,19 +134,19 @@ def test_alpha_t_rules(data_root, tmp_path, monkeypatch):
     assert row["oracle_rel_l2"] <= row["validation_rel_l2"]
     # the residual rule is ens_solve's stop rule on the same samples
     spec = dataset_spec("ci", "helmholtz", "test", "k=1")
-    c, u = load_dataset(spec, data_root).tensors(0, 3)
+    c, u = load_dataset(spec, ci_root).tensors(0, 3)
     stop = ens_solve(ens.model, spec.pde(), c, alpha=ens.inference["alpha"], steps=ens.inference["max_steps"],
                      u_true=u, stop="residual", stop_lowpass=row["residual_rule_lowpass"])
-    assert row["residual_rule_lowpass"] == select_stop_lowpass(ens, "ci", data_root=data_root)[0]
+    assert row["residual_rule_lowpass"] == select_stop_lowpass(ens, "ci", data_root=ci_root)[0]
     assert row["residual_rule_rel_l2"] == pytest.approx(float(stop.rel_error[-1].mean()), rel=1e-6)
     # resumable per setting
-    cv, ch = sensitivity_study("ci", [("helmholtz", "k=1")], tmp_path, n_samples=3, data_root=data_root)
+    cv, ch = sensitivity_study("ci", [TestSet("helmholtz", "k=1")], tmp_path, n_samples=3, data_root=ci_root)
     import ens.generalization as gen
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("the second call should read the tables back")
     monkeypatch.setattr(gen, "alpha_t_sensitivity", must_not_run)
-    cv2, ch2 = sensitivity_study("ci", [("helmholtz", "k=1")], tmp_path, n_samples=3, data_root=data_root)
+    cv2, ch2 = sensitivity_study("ci", [TestSet("helmholtz", "k=1")], tmp_path, n_samples=3, data_root=ci_root)
     pd.testing.assert_frame_equal(ch, ch2)
     assert ch.validation_rel_l2.iloc[0] == pytest.approx(row["validation_rel_l2"])
 

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from helpers import torch_threads
 
 from ens.pdes import PDE, Kolmogorov, NavierStokes
 from ens.pdes.random_fields import gaussian_random_field
@@ -352,13 +353,9 @@ def test_cpu_stepping_is_independent_of_the_thread_count():
     # 20 states at S = 64 make 3 blocks of <= 8 (see _block_size), stepped on a pool of threads
     pde = Kolmogorov(dt_snapshot=0.025)
     w = pde.laminar_state(64) + gaussian_random_field(20, 64, 2.5, 7.0, "periodic", torch.Generator().manual_seed(0))
-    before = torch.get_num_threads()
     out = []
-    try:
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
+    for threads in (1, 2):
+        with torch_threads(threads):
             out.append(pde.advance(w, 0.025))
             assert torch.get_num_threads() == threads  # restored after stepping
-    finally:
-        torch.set_num_threads(before)
     assert torch.equal(out[0], out[1])

@@ -11,7 +11,7 @@ import torch
 from ens import plots
 from ens.data import generate, verify
 from ens.evaluate import evaluate_profile
-from ens.experiments import FamilySpec, Shift, datasets, register_family, unregister_family
+from ens.experiments import FamilySpec, Shift, TestSet, datasets, register_family, unregister_family
 from ens.generalization import condition_numbers, shift_axes, shift_frame
 from ens.methods import METHODS, Method, methods_for, register_method, unregister_method
 from ens.pdes import Poisson
@@ -62,14 +62,14 @@ def test_a_registered_family_and_method_flow_through_everything(registered, tmp_
         train(TrainConfig.for_profile("ci", TOY, kind, epochs=1, n_select=4, max_steps=3), out_dir=cks,
               data_root=data, progress=False)
     assert "zeros" in METHODS and "zeros" in methods_for(TOY) and "newton" not in methods_for(TOY)
-    settings = [(TOY, "scale=100"), (TOY, "scale=300")]
+    settings = [TestSet(TOY, "scale=100"), TestSet(TOY, "scale=300")]
     traj, summary = evaluate_profile("ci", tmp_path / "eval", settings=settings, budget=BUDGET,
                                      checkpoint_root=cks, data_root=data)
     assert set(summary.method) == set(methods_for(TOY)) and set(summary.family) == {TOY}
     zero = summary[(summary.method == "zeros") & (summary.setting == "scale=100")].rel_l2.iloc[0]
     assert zero == pytest.approx(1.0)  # ||0 - u*|| / ||u*||
     kappa = condition_numbers("ci", settings, data_root=data).kappa
-    assert kappa.iloc[0] == pytest.approx(condition_numbers("ci", [("poisson", "scale=100")]).kappa.iloc[0])
+    assert kappa.iloc[0] == pytest.approx(condition_numbers("ci", [TestSet("poisson", "scale=100")]).kappa.iloc[0])
     assert [row[1:] for row in shift_axes() if row[1] == TOY] == [(TOY, "scale=100", "100"),
                                                                   (TOY, "scale=300", "300")]
     fig = plots.plot_error_vs_time(traj)

@@ -7,11 +7,12 @@ true error direction), on a linear PDE in float64, so the expected iterates are 
 
 import math
 
+import helpers
 import pytest
 import torch
+from helpers import norms
 from torch import nn
 
-import ens
 from ens.models import NeuralSolver, Normalization, ResidualScaling, build_backbone, lowpass
 from ens.solvers import STOP_RULES, DivergenceError, Trajectory, ens_solve, surrogate_solve
 
@@ -21,9 +22,7 @@ S, B = 32, 3
 @pytest.fixture(scope="module")
 def problem():
     """Helmholtz (linear, Dirichlet) inputs and exact float64 reference solutions."""
-    pde = ens.get_pde("helmholtz")
-    c = pde.sample_inputs(B, S, torch.Generator().manual_seed(11))
-    return pde, c, pde.solve(c)
+    return helpers.problem("helmholtz", S, B, seed=11)
 
 
 def unet(cin, cout, seed):
@@ -74,10 +73,6 @@ def toward_solver(pde, c, u, factors=1.0):
     model = solver(pde, c, u, corrector=nn.Identity())
     model.corrector = Toward(u, model.normalization.state_scale, pde.in_channels, pde.out_channels, factors)
     return model
-
-
-def norms(x):
-    return x.flatten(1).norm(dim=1)
 
 
 # ---- trajectory contents ------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Training: the unrolled loss and its gradients, an end-to-end ci run, resume after an
 interruption (bit-identical to an uninterrupted run on the CPU), determinism, config checks.
 
-The module fixture generates the ci Helmholtz train / val sets (32 + 16 samples at S = 32) into a
-temporary data root; every training run uses the ci profile's tiny FNO-CNN for 2 epochs of 4
+The runs read the ci Helmholtz train / val sets (32 + 16 samples at S = 32) of the session's
+``ci_root`` (``conftest.py``), on one torch thread; every training run uses the ci profile's tiny FNO-CNN for 2 epochs of 4
 batches (about a second each).
 """
 
@@ -12,9 +12,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from helpers import torch_threads
 
-from ens.data import generate
-from ens.experiments import TRAINING, datasets
+from ens.experiments import TRAINING
 from ens.models import load_checkpoint
 from ens.pdes import get_pde
 from ens.train import KINDS, RECIPE_VARIANTS, UNROLLS, TrainConfig, _build, recipe_study, train, unrolled_loss
@@ -28,28 +28,18 @@ def config(**overrides):
     return TrainConfig.for_profile("ci", FAMILY, **{"epochs": 2, "alpha": 0.5, "max_steps": 10, **overrides})
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", autouse=True)
 def single_thread():
-    # bit-identical comparisons need the same reduction order in every run
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):  # bit-identical comparisons need the same reduction order in every run
+        yield
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory, single_thread):
-    root = tmp_path_factory.mktemp("data")
-    generate([s for s in datasets("ci", FAMILY) if s.split in ("train", "val")], root=root, progress=False)
-    return root
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, data_root):
+def reference(tmp_path_factory, ci_root):
     """One uninterrupted ENS run: (config, out_dir, final checkpoint path)."""
     cfg = config()
     out = tmp_path_factory.mktemp("ref")
-    path = train(cfg, out_dir=out, data_root=data_root, progress=False)
+    path = train(cfg, out_dir=out, data_root=ci_root, progress=False)
     return cfg, out, path
 
 
@@ -160,16 +150,16 @@ def test_training_end_to_end(reference):
     assert ck.history[best]["val_rel_l2"] == min(h["val_rel_l2"] for h in ck.history)
 
 
-def test_existing_final_checkpoint_is_kept(reference, data_root):
+def test_existing_final_checkpoint_is_kept(reference, ci_root):
     cfg, out, path = reference
     before = path.read_bytes()
-    assert train(cfg, out_dir=out, data_root=data_root, progress=False) == path
+    assert train(cfg, out_dir=out, data_root=ci_root, progress=False) == path
     assert path.read_bytes() == before
 
 
-def test_surrogate_training_end_to_end(tmp_path, data_root):
+def test_surrogate_training_end_to_end(tmp_path, ci_root):
     cfg = config(kind="surrogate", epochs=1)
-    ck = load_checkpoint(train(cfg, out_dir=tmp_path, data_root=data_root, progress=False))
+    ck = load_checkpoint(train(cfg, out_dir=tmp_path, data_root=ci_root, progress=False))
     assert ck.kind == "surrogate" and ck.model.corrector is None and ck.model.scaling is None
     assert ck.inference["alpha"] is None and ck.inference["steps"] == 0 and len(ck.history) == 1
     assert len(ck.history[0]["train_mse_per_iterate"]) == 1
@@ -189,14 +179,14 @@ def _assert_same_run(path_a, path_b):
         assert a.inference[key] == b.inference[key], key
 
 
-def test_same_seed_gives_identical_weights(reference, tmp_path, data_root):
+def test_same_seed_gives_identical_weights(reference, tmp_path, ci_root):
     cfg, _, path = reference
-    _assert_same_run(path, train(cfg, out_dir=tmp_path, data_root=data_root, progress=False))
+    _assert_same_run(path, train(cfg, out_dir=tmp_path, data_root=ci_root, progress=False))
 
 
-def test_another_seed_gives_other_weights(reference, tmp_path, data_root):
+def test_another_seed_gives_other_weights(reference, tmp_path, ci_root):
     cfg, _, path = reference
-    other = load_checkpoint(train(config(seed=34), out_dir=tmp_path, data_root=data_root, progress=False))
+    other = load_checkpoint(train(config(seed=34), out_dir=tmp_path, data_root=ci_root, progress=False))
     ref = load_checkpoint(path)
     k = next(iter(ref.raw["predictor"]["state_dict"]))
     assert not torch.equal(ref.raw["predictor"]["state_dict"][k], other.raw["predictor"]["state_dict"][k])
@@ -204,13 +194,13 @@ def test_another_seed_gives_other_weights(reference, tmp_path, data_root):
 
 @pytest.mark.parametrize("interruptions", [(6,), (N_BATCHES,), (3, 2)],
                          ids=["mid-epoch-2", "end-of-epoch-1", "twice"])
-def test_resume_after_interruption_is_bit_identical(reference, tmp_path, data_root, interruptions):
+def test_resume_after_interruption_is_bit_identical(reference, tmp_path, ci_root, interruptions):
     cfg, _, ref_path = reference
     last = tmp_path / "ci" / "helmholtz_ens.last.pt"
     final = tmp_path / "ci" / "helmholtz_ens.pt"
     done = 0
     for k in interruptions:
-        assert train(cfg, out_dir=tmp_path, data_root=data_root, progress=False, stop_after_batches=k) == last
+        assert train(cfg, out_dir=tmp_path, data_root=ci_root, progress=False, stop_after_batches=k) == last
         done += k
         assert last.is_file() and not final.exists()
         raw = torch.load(last, weights_only=True)
@@ -220,13 +210,13 @@ def test_resume_after_interruption_is_bit_identical(reference, tmp_path, data_ro
         assert (state["epoch"], state["batch"]) == (epoch, done - epoch * N_BATCHES)
         assert len(state["history"]) == state["epoch"]
     log = []
-    assert train(cfg, out_dir=tmp_path, data_root=data_root, progress=False, log=log.append) == final
+    assert train(cfg, out_dir=tmp_path, data_root=ci_root, progress=False, log=log.append) == final
     assert any("resuming" in m for m in log)
     assert not last.exists()
     _assert_same_run(ref_path, final)
 
 
-def test_kill_9_mid_epoch_then_resume_matches_an_uninterrupted_run(reference, tmp_path, data_root):
+def test_kill_9_mid_epoch_then_resume_matches_an_uninterrupted_run(reference, tmp_path, ci_root):
     """A real SIGKILL of a training process (not a cooperative stop), then a resumed run."""
     import signal
     import subprocess
@@ -238,7 +228,7 @@ def test_kill_9_mid_epoch_then_resume_matches_an_uninterrupted_run(reference, tm
     script = ("import torch; torch.set_num_threads(1)\n"
               "from ens.train import TrainConfig, train\n"
               f"cfg = TrainConfig(**{cfg.to_dict()!r})\n"
-              f"train(cfg, out_dir={str(tmp_path)!r}, data_root={str(data_root)!r}, progress=False)\n")
+              f"train(cfg, out_dir={str(tmp_path)!r}, data_root={str(ci_root)!r}, progress=False)\n")
     proc = subprocess.Popen([sys.executable, "-c", script])
     deadline, state = time.monotonic() + 120, None
     try:
@@ -258,16 +248,16 @@ def test_kill_9_mid_epoch_then_resume_matches_an_uninterrupted_run(reference, tm
         proc.wait()
     assert state["epoch"] == 1 and 1 <= state["batch"] <= N_BATCHES and not final.exists()
     log = []
-    assert train(cfg, out_dir=tmp_path, data_root=data_root, progress=False, log=log.append) == final
+    assert train(cfg, out_dir=tmp_path, data_root=ci_root, progress=False, log=log.append) == final
     assert any("resuming at epoch 2" in m for m in log)
     _assert_same_run(ref_path, final)
 
 
-def test_resume_file_of_another_config_is_refused(tmp_path, data_root):
+def test_resume_file_of_another_config_is_refused(tmp_path, ci_root):
     cfg = config()
-    last = train(cfg, out_dir=tmp_path, data_root=data_root, progress=False, stop_after_batches=1)
+    last = train(cfg, out_dir=tmp_path, data_root=ci_root, progress=False, stop_after_batches=1)
     with pytest.raises(ValueError, match="another configuration.*--no-resume"):
-        train(config(lr=2e-3), out_dir=tmp_path, data_root=data_root, progress=False)
+        train(config(lr=2e-3), out_dir=tmp_path, data_root=ci_root, progress=False)
     assert last.is_file()  # the refused resume file is left alone
     # the resume file is not a finished checkpoint, but it is a valid ENS file
     assert load_checkpoint(last).inference == {}
@@ -320,11 +310,11 @@ def test_for_profile_checks_profile_and_overrides():
 
 
 # ---- a validation that always diverges gets a clear error, not a TypeError -----------------------
-def test_training_whose_validation_always_diverges_fails_clearly(tmp_path, data_root):
+def test_training_whose_validation_always_diverges_fails_clearly(tmp_path, ci_root):
     # alpha = 20: the validation loop's residual grows > 1000x within the 5 training steps (val rel L2 = inf)
     cfg = config(epochs=1, alpha=20.0, grad_clip=None, max_steps=2)
     try:
-        path = train(cfg, out_dir=tmp_path, data_root=data_root, progress=False)
+        path = train(cfg, out_dir=tmp_path, data_root=ci_root, progress=False)
     except (RuntimeError, FloatingPointError, ValueError) as err:  # a clear error is one acceptable fix ...
         assert "alpha" in str(err)
     else:  # ... keeping the last weights is the other
@@ -332,10 +322,10 @@ def test_training_whose_validation_always_diverges_fails_clearly(tmp_path, data_
 
 
 # ---- the recipe study ------------------------------------------------------------------------------
-def test_recipe_study_tabulates_every_variant_with_the_shipped_columns(tmp_path, data_root):
+def test_recipe_study_tabulates_every_variant_with_the_shipped_columns(tmp_path, ci_root):
     names = ["h2, full unroll", "h2 + low-pass 1/2, full unroll"]
     variants = {name: RECIPE_VARIANTS[name] for name in names}
-    df = recipe_study("ci", FAMILY, tmp_path, variants=variants, data_root=data_root, epochs=1, max_steps=5)
+    df = recipe_study("ci", FAMILY, tmp_path, variants=variants, data_root=ci_root, epochs=1, max_steps=5)
     # notebook 02 reads the shipped table, so the study writes exactly its columns
     shipped = pd.read_csv(Path(__file__).resolve().parents[1] / "data" / "studies" / "recipe_default_helmholtz.csv")
     assert list(df.columns) == list(shipped.columns)
@@ -356,13 +346,13 @@ def test_recipe_study_tabulates_every_variant_with_the_shipped_columns(tmp_path,
 
 
 # ---- evaluation tables of trained checkpoints (ens.evaluate) --------------------------------------
-def test_iterate_errors_and_summary_follow_the_stored_choice(tmp_path, data_root, reference):
+def test_iterate_errors_and_summary_follow_the_stored_choice(tmp_path, ci_root, reference):
     from ens.evaluate import ens_vs_surrogate, history_frame, iterate_errors, iterate_loss_frame
     cfg, out, path = reference
     ens_ck = load_checkpoint(path)
-    sur_path = train(config(kind="surrogate"), out_dir=tmp_path, data_root=data_root, progress=False)
+    sur_path = train(config(kind="surrogate"), out_dir=tmp_path, data_root=ci_root, progress=False)
     sur_ck = load_checkpoint(sur_path)
-    frames = pd.concat([iterate_errors(ck, data_root=data_root) for ck in (ens_ck, sur_ck)])
+    frames = pd.concat([iterate_errors(ck, data_root=ci_root) for ck in (ens_ck, sur_ck)])
     ens_rows, sur_rows = frames[frames.method == "ens"], frames[frames.method == "surrogate"]
     assert list(ens_rows.iteration) == list(range(ens_ck.inference["steps"] + 1)) and len(sur_rows) == 1
     # the last ENS row is the validation error the selection stored (same samples: n_select = 16 = the split)
