@@ -303,7 +303,7 @@ def equal_time_table(frame: pd.DataFrame, factors=(1, 10, 100)) -> pd.DataFrame:
     (``Trajectory.frame``): per (family, setting) the budgets are ENS's own time per sample times
     ``factors``; a method's entry is its last iterate within the budget (``NaN`` if not even its
     first one is)."""
-    _cols = ["family", "setting", "method", "iteration", "time_per_sample_s", "rel_error"]
+    _cols = ["family", "setting", "method", "iteration", "time_per_sample_s", "rel_l2"]
     missing = [c for c in _cols if c not in frame.columns]
     if missing:
         raise ValueError(f"equal_time_table: expected columns {_cols}, missing {missing}")
@@ -318,7 +318,7 @@ def equal_time_table(frame: pd.DataFrame, factors=(1, 10, 100)) -> pd.DataFrame:
                 within = d[d.time_per_sample_s <= factor * base * (1 + 1e-9)].sort_values("iteration")
                 rows.append({"family": family, "setting": setting, "budget": f"{factor:g}x ENS",
                              "budget_ms": 1e3 * factor * base, "method": method,
-                             "rel_l2": float(within.rel_error.iloc[-1]) if len(within) else float("nan"),
+                             "rel_l2": float(within.rel_l2.iloc[-1]) if len(within) else float("nan"),
                              "iteration": int(within.iteration.iloc[-1]) if len(within) else None})
     return pd.DataFrame(rows)
 

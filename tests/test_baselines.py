@@ -412,3 +412,26 @@ def test_runs_on_every_device(poisson, method, device):
     assert tr.u.device == c.to(device).device and tr.rel_residual.device.type == "cpu"
     torch.testing.assert_close(tr.u.cpu(), ref.u, rtol=1e-9, atol=1e-9 * float(u_true.abs().max()))
     torch.testing.assert_close(tr.rel_error, ref.rel_error, rtol=1e-7, atol=0)
+
+
+def test_krylov_kernels_solve_small_dense_problems_in_n_steps():
+    # batched 6x6 problems (as (B, 1, 6, 1) "fields"): CG and CGLS are exact after n steps in exact
+    # arithmetic; in float64 they reach the dense solution to ~1e-10 (conditioning ~1e2)
+    from ens.solvers.linalg import cgls, conjugate_gradient
+    g = torch.Generator().manual_seed(0)
+    n, batch = 6, 2
+    J = torch.randn(batch, n, n, generator=g, dtype=torch.float64) + 3 * torch.eye(n, dtype=torch.float64)
+    b = torch.randn(batch, n, generator=g, dtype=torch.float64)
+    M = J.transpose(1, 2) @ J + torch.eye(n, dtype=torch.float64)  # SPD
+    field = lambda v: v.view(batch, 1, n, 1)
+    apply = lambda A: (lambda v: field(A @ v.view(batch, n, 1)))
+    x0 = torch.zeros(batch, 1, n, 1, dtype=torch.float64)
+    *_, x = conjugate_gradient(apply(M), x0, field(b), n)
+    assert torch.allclose(x.view(batch, n), torch.linalg.solve(M, b), atol=1e-10)
+    mu = torch.full((batch, 1, 1, 1), 0.5, dtype=torch.float64)
+    *_, x = cgls(apply(J), apply(J.transpose(1, 2)), x0, field(b), n, mu=mu)
+    normal = J.transpose(1, 2) @ J + 0.5 * torch.eye(n, dtype=torch.float64)
+    expected = torch.linalg.solve(normal, (J.transpose(1, 2) @ b.unsqueeze(-1)).squeeze(-1))
+    assert torch.allclose(x.view(batch, n), expected, atol=1e-10)
+    *_, x = cgls(apply(J), apply(J.transpose(1, 2)), x0, field(b), n)  # undamped: J x = b
+    assert torch.allclose(x.view(batch, n), torch.linalg.solve(J, b), atol=1e-8)

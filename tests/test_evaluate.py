@@ -72,7 +72,7 @@ def test_equal_time_table_takes_the_last_iterate_within_each_budget(trajectories
         within = d[1e3 * d.time_per_sample_s <= row.budget_ms * (1 + 1e-9)]
         if len(within):
             assert row.iteration == within.iteration.max()
-            assert row.rel_l2 == pytest.approx(float(within.rel_error.iloc[-1]))
+            assert row.rel_l2 == pytest.approx(float(within.rel_l2.iloc[-1]))
         else:
             assert math.isnan(row.rel_l2)
     ens_row = df[(df.method == "ens") & (df.budget == "1x ENS")].iloc[0]

@@ -17,7 +17,7 @@ def _trajectories():
         for m in methods:
             for i in range(1 if m == "surrogate" else 3):
                 rows.append({"family": family, "test_family": family, "setting": "s", "method": m, "iteration": i,
-                             "rel_residual": 1 / (i + 1), "rel_error": 0.1 / (i + 1),
+                             "rel_residual": 1 / (i + 1), "rel_l2": 0.1 / (i + 1),
                              "time_per_sample_s": 0.01 * (i + 1)})
     return pd.DataFrame(rows)
 

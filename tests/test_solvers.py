@@ -121,15 +121,15 @@ def test_trajectory_frame_is_tidy(problem):
     df = tr.frame(family="helmholtz", setting="k=1")
     assert list(df.columns) == ["method", "family", "setting", "iteration", "rel_residual", "rel_residual_median",
                                 "wall_time_s", "time_per_sample_s", "residual_evals", "jacobian_evals",
-                                "rel_error", "rel_error_median", "status"]
+                                "rel_l2", "rel_l2_median", "status"]
     assert len(df) == 4 and df["iteration"].tolist() == [0, 1, 2, 3]
     assert (df["method"] == "ens").all() and (df["family"] == "helmholtz").all() and (df["status"] == "ok").all()
     assert df["rel_residual"].tolist() == tr.rel_residual.mean(1).tolist()
-    assert df["rel_error_median"].tolist() == tr.rel_error.median(1).values.tolist()
+    assert df["rel_l2_median"].tolist() == tr.rel_error.median(1).values.tolist()
     assert df["time_per_sample_s"].tolist() == (tr.wall_time / B).tolist()
     # without a reference solution there are no error columns
     df = ens_solve(model, pde, c, alpha=0.01, steps=1).frame()
-    assert "rel_error" not in df.columns and len(df) == 2
+    assert "rel_l2" not in df.columns and len(df) == 2
 
 
 def test_zero_steps_gives_the_prediction_only(problem):

@@ -10,7 +10,7 @@ import torch
 
 from ..checks import check_int
 from ..pdes import PDE
-from .linalg import dot, linearize, norms, residual_and_pullback, residual_fn, safe_div  # noqa: F401
+from .linalg import cgls, dot, linearize, norms, residual_and_pullback, residual_fn, safe_div  # noqa: F401
 from .trajectory import DivergenceError
 
 ON_DIVERGENCE = ("raise", "stop")

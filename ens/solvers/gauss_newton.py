@@ -8,7 +8,7 @@ solves the damped least-squares problem
 
 over the admissible directions (``d = P d``, ``P = pde.apply_bc``: Dirichlet boundary values stay
 put), by ``cg_iterations`` iterations of batched conjugate gradients on these normal equations
-(in the CGLS arrangement, which carries the residual ``-r - J d`` instead of forming
+(:func:`ens.solvers.linalg.cgls`, which carries the residual ``-r - J d`` instead of forming
 ``J^T J``; mathematically the same CG iterates, with better round-off). ``J p`` comes from
 the PDE's :meth:`~ens.pdes.PDE.linearize` at the current iterate (``torch.func``, or a family's
 closed form), every dot
@@ -48,25 +48,6 @@ __all__ = ["gauss_newton"]
 
 #: factor by which a rejected step raises mu and an accepted one lowers it
 MU_UP, MU_DOWN = 10.0, 3.0
-
-
-def _cgls(u: torch.Tensor, r: torch.Tensor, g: torch.Tensor, jvp, pullback, mu: torch.Tensor,
-          iterations: int) -> torch.Tensor:
-    """``iterations`` CG steps on ``(P J^T J P + mu I) d = -g`` with ``g = P J^T r``, from ``d = 0``."""
-    d = torch.zeros_like(u)
-    s = -r                         # -r - J d
-    z = -g                         # P J^T s - mu d: the normal equations' residual
-    p, zz = z, cm.dot(z, z)
-    for _ in range(iterations):
-        q = jvp(p)
-        alpha = cm.safe_div(zz, cm.dot(q, q) + mu * cm.dot(p, p))
-        d = d + alpha * p
-        s = s - alpha * q
-        z = pullback(s) - mu * d
-        zz_new = cm.dot(z, z)
-        p = z + cm.safe_div(zz_new, zz) * p
-        zz = zz_new
-    return d
 
 
 def gauss_newton(pde: PDE, c: torch.Tensor, u0: torch.Tensor, *, steps: int, cg_iterations: int = 20,
@@ -112,7 +93,10 @@ def gauss_newton(pde: PDE, c: torch.Tensor, u0: torch.Tensor, *, steps: int, cg_
         mu = damping * mu_ref
     setting = f"damping={damping:g}, cg_iterations={cg_iterations}"
     for t in range(1, steps + 1):
-        d = _cgls(u, r, g, jvp, pullback, mu, cg_iterations)
+        # CGLS on (P J^T J P + mu I) d = -g from d = 0: least-squares residual -r - J d = -r,
+        # normal residual P J^T (-r) - mu d = -g (already at hand)
+        for d in cm.cgls(jvp, pullback, torch.zeros_like(u), -r, cg_iterations, mu=mu, z=-g):
+            pass
         n_jac += 2 * cg_iterations
         r_try, jvp_try, pullback_try = cm.linearize(pde, c, u + d)
         n_res += 1

@@ -64,8 +64,8 @@ class Trajectory:
                 "residual_evals": self.residual_evals.numpy(),
                 "jacobian_evals": self.jacobian_evals.numpy()}
         if self.rel_error is not None:
-            rows["rel_error"] = self.rel_error.mean(1).numpy()
-            rows["rel_error_median"] = self.rel_error.median(1).values.numpy()
+            rows["rel_l2"] = self.rel_error.mean(1).numpy()
+            rows["rel_l2_median"] = self.rel_error.median(1).values.numpy()
         return pd.DataFrame(rows).assign(status=self.status)
 
 

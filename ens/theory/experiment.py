@@ -13,7 +13,7 @@ import torch
 
 from ..pdes.helmholtz import Helmholtz
 from ..solvers import gradient_descent
-from ..solvers.linalg import dot, residual_and_pullback, residual_fn, safe_div
+from ..solvers.linalg import cgls, conjugate_gradient, residual_and_pullback, residual_fn
 from .bounds import ErrorModel, _norm
 from .damping import MODE_BANDS, _check_eta, band_errors, mode_band_masks
 from .spectra import _check_k, _check_S, first_resonance, helmholtz
@@ -46,16 +46,7 @@ def _conjugate_gradient(pde: Helmholtz, u: torch.Tensor, f: torch.Tensor, n_iter
     is exactly ``R(u; f)``. Minimises the ``-A``-norm of the error over the Krylov space."""
     A = residual_fn(pde, torch.zeros_like(f))
     r = pde.residual(u, f, check=False)        # b - M u = -f + A u with M = -A, b = -f
-    p, rr = r.clone(), dot(r, r)
-    for _ in range(n_iter):
-        Mp = -A(p)
-        alpha = safe_div(rr, dot(p, Mp))
-        u = u + alpha * p
-        r = r - alpha * Mp
-        rr_new = dot(r, r)
-        p = r + safe_div(rr_new, rr) * p
-        rr = rr_new
-        yield u
+    yield from conjugate_gradient(lambda p: -A(p), u, r, n_iter)
 
 
 def _cgnr(pde: Helmholtz, u: torch.Tensor, f: torch.Tensor, n_iter: int) -> Iterator[torch.Tensor]:
@@ -64,21 +55,8 @@ def _cgnr(pde: Helmholtz, u: torch.Tensor, f: torch.Tensor, n_iter: int) -> Iter
     ``A u = f``, minimising ``||R(u)||`` over the Krylov space of ``A^T A``. ``A^T`` is applied
     with autograd (vjp) of the PDE's residual, projected onto zero boundary values."""
     zero = torch.zeros_like(f)
-    A = residual_fn(pde, zero)
     _, At = residual_and_pullback(pde, zero, torch.zeros_like(u))
-    r = -pde.residual(u, f, check=False)
-    z = At(r)
-    p, zz = z.clone(), dot(z, z)
-    for _ in range(n_iter):
-        w = A(p)
-        alpha = safe_div(zz, dot(w, w))
-        u = u + alpha * p
-        r = r - alpha * w
-        z = At(r)
-        zz_new = dot(z, z)
-        p = z + safe_div(zz_new, zz) * p
-        zz = zz_new
-        yield u
+    yield from cgls(residual_fn(pde, zero), At, u, -pde.residual(u, f, check=False), n_iter)
 
 
 #: solver name -> description, for :func:`residual_vs_error_experiment`
@@ -92,7 +70,7 @@ class ExperimentResult(NamedTuple):
 
     trajectories
         Long format ``k, S, method, sample, iteration, quantity, value`` with quantity
-        ``"relative_residual"`` (``||R(u_t; f)|| / ||f||``) or ``"relative_error"``
+        ``"rel_residual"`` (``||R(u_t; f)|| / ||f||``) or ``"rel_l2"``
         (``||u_t - u*|| / ||u*||``); iteration 0 is the common start.
     bands
         Long format ``k, S, method, sample, iteration, band, value`` with value
@@ -170,7 +148,7 @@ def residual_vs_error_experiment(k: float, S: int, n_samples: int = 4, n_iter: i
         smp = np.tile(np.arange(n_samples), T)
         res = _norm(pde.residual(u, f.repeat(T, 1, 1, 1), check=False)) / fnorm.repeat(T)
         err = _norm(e) / unorm.repeat(T)
-        for q, v in (("relative_residual", res), ("relative_error", err)):
+        for q, v in (("rel_residual", res), ("rel_l2", err)):
             traj.append(pd.DataFrame({"method": method, "sample": smp, "iteration": its,
                                       "quantity": q, "value": v.numpy()}))
         for b, v in band_errors(e, masks).items():
@@ -218,7 +196,7 @@ def reduction_factors(trajectories: pd.DataFrame, iteration: int | None = None) 
         if t not in set(g["iteration"]):
             raise ValueError(f"iteration {t} was not recorded for {dict(zip(keys, key))}")
         row = dict(zip(keys, key), iteration=t)
-        for q, name in (("relative_residual", "residual_reduction"), ("relative_error", "error_reduction")):
+        for q, name in (("rel_residual", "residual_reduction"), ("rel_l2", "error_reduction")):
             v0 = g[(g.quantity == q) & (g.iteration == 0)].set_index("sample")["value"]
             vt = g[(g.quantity == q) & (g.iteration == t)].set_index("sample")["value"]
             row[name] = float(np.exp(np.log(v0 / vt).mean()))
@@ -258,8 +236,8 @@ def band_drop(result: ExperimentResult, band: str = "lowest", factor: float = 2.
         rows.append({**dict(zip(keys, key)), "iteration": np.nan if t is None else t,
                      "iterations_recorded": int(series.index.max()),
                      "band_reduction": float(series.loc[0] / series.loc[before]),
-                     "residual_reduction": float(traj.loc[0, "relative_residual"]
-                                                 / traj.loc[before, "relative_residual"]),
-                     "error_reduction": float(traj.loc[0, "relative_error"]
-                                              / traj.loc[before, "relative_error"])})
+                     "residual_reduction": float(traj.loc[0, "rel_residual"]
+                                                 / traj.loc[before, "rel_residual"]),
+                     "error_reduction": float(traj.loc[0, "rel_l2"]
+                                              / traj.loc[before, "rel_l2"])})
     return pd.DataFrame(rows)
