@@ -14,7 +14,7 @@ model stack (the theory notebook draws with :mod:`ens.plots`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,10 +168,45 @@ METHOD_SPECS: dict[str, Method] = {m.name: m for m in (
     Method(ENS_RESIDUAL, "ENS, residual stop", _ens_residual, ("n_sensitivity",), choice="stop_lowpass",
            extra=True, cost=1.5),
 )}
-#: the default rows of the comparison (every method that is not an extra), in table order
-METHODS: list[str] = [m.name for m in METHOD_SPECS.values() if not m.extra]
-#: method -> label, for figures and tables (kept in step with METHOD_SPECS)
-LABELS: dict[str, str] = {m.name: m.label for m in METHOD_SPECS.values()}
+
+
+class _DefaultMethods(Sequence):
+    """The names of the methods that are not extras, in table order: a live view of METHOD_SPECS."""
+
+    def _names(self) -> list[str]:
+        return [m.name for m in METHOD_SPECS.values() if not m.extra]
+
+    def __getitem__(self, i):
+        return self._names()[i]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __repr__(self) -> str:
+        return repr(self._names())
+
+
+class _Labels(Mapping):
+    """Method name -> label: a live view of METHOD_SPECS."""
+
+    def __getitem__(self, name: str) -> str:
+        return METHOD_SPECS[name].label
+
+    def __iter__(self):
+        return iter(METHOD_SPECS)
+
+    def __len__(self) -> int:
+        return len(METHOD_SPECS)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+#: the default rows of the comparison (every method that is not an extra), in table order; a view
+#: of METHOD_SPECS, so a registered method is in it
+METHODS: Sequence[str] = _DefaultMethods()
+#: method -> label, for figures and tables; a view of METHOD_SPECS
+LABELS: Mapping[str, str] = _Labels()
 
 
 def method_spec(name: str) -> Method:
@@ -195,14 +230,8 @@ def register_method(method: Method) -> None:
     if method.name in METHOD_SPECS:
         raise ValueError(f"method {method.name!r} exists already")
     METHOD_SPECS[method.name] = method
-    LABELS[method.name] = method.label
-    if not method.extra:
-        METHODS.append(method.name)
 
 
 def unregister_method(name: str) -> None:
     """Remove a method added by :func:`register_method`."""
     METHOD_SPECS.pop(name, None)
-    LABELS.pop(name, None)
-    if name in METHODS:
-        METHODS.remove(name)

@@ -332,14 +332,9 @@ def plot_tto_selection(table: pd.DataFrame, path: str | Path | None = None) -> m
     return save_figure(fig, path)
 
 
-#: the methods of the residual-versus-accuracy comparison, in legend order, with their labels
-#: (:data:`ens.methods.LABELS`, the same dict: a registered method appears here)
-COMPARISON_LABELS = LABELS
-
-
 def _palette() -> dict:
     """label -> colour, one per method in registration order (stable for the built-in methods)."""
-    labels = list(COMPARISON_LABELS.values())
+    labels = list(LABELS.values())
     return dict(zip(labels, sns.color_palette("colorblind", max(len(labels), 10))))
 
 
@@ -392,10 +387,10 @@ def _panels(frame: pd.DataFrame, x: str, xlabel: str, path, xscale="log") -> mat
     # the reference solver sits at round-off (error ~1e-8, residual ~1e-13) and would squash the
     # axes; the tables report it
     frame = frame[frame.method != "reference"]
-    frame = frame.assign(panel=setting_label(frame), label=frame.method.map(COMPARISON_LABELS).fillna(frame.method))
+    frame = frame.assign(panel=setting_label(frame), label=frame.method.map(dict(LABELS)).fillna(frame.method))
     panels = list(dict.fromkeys(frame.panel))
     fig, axes = _grid(len(panels), 3, 3.8, 3.0)
-    order = [COMPARISON_LABELS[m] for m in COMPARISON_LABELS if COMPARISON_LABELS[m] in set(frame.label)]
+    order = [LABELS[m] for m in LABELS if LABELS[m] in set(frame.label)]
     palette = _palette()
     for ax, panel in zip(axes.flat, panels):
         df = frame[frame.panel == panel]
@@ -428,9 +423,9 @@ def plot_shift(frame: pd.DataFrame, path: str | Path | None = None) -> matplotli
     """Final rel L2 of every method along each zero-shot shift axis (rows of
     :func:`ens.generalization.shift_frame`): one panel per axis, the in-distribution value first."""
     _require(frame, ["axis", "value", "method", "rel_l2"], "plot_shift")
-    frame = frame[frame.method != "reference"].assign(label=lambda d: d.method.map(COMPARISON_LABELS).fillna(d.method))
+    frame = frame[frame.method != "reference"].assign(label=lambda d: d.method.map(dict(LABELS)).fillna(d.method))
     axes_names = list(dict.fromkeys(frame.axis))
-    order = [lab for lab in COMPARISON_LABELS.values() if lab in set(frame.label)]
+    order = [lab for lab in LABELS.values() if lab in set(frame.label)]
     palette = _palette()
     fig, axes = _grid(len(axes_names), 3, 3.6, 3.0)
     for ax, name in zip(axes.flat, axes_names):
@@ -439,7 +434,7 @@ def plot_shift(frame: pd.DataFrame, path: str | Path | None = None) -> matplotli
         for lab in order:
             d = df[df.label == lab].set_index("value").reindex(values)
             ax.plot(range(len(values)), d.rel_l2, marker="o", ms=4, color=palette[lab], label=lab,
-                    ls="--" if lab == COMPARISON_LABELS["ens_residual"] else "-")
+                    ls="--" if lab == LABELS["ens_residual"] else "-")
         ax.set_xticks(range(len(values)), values)
         ax.set(yscale="log", title=name, xlabel="(first: training distribution)", ylabel="rel. L2 error")
     return _finish_panels(fig, axes, len(axes_names), path, max_columns=4)
@@ -453,7 +448,7 @@ def plot_advantage_vs_condition(frame: pd.DataFrame, floor: float = 0.05,
     _require(frame, ["kappa", "ens_advantage", "family", "test_family", "setting"], "plot_advantage_vs_condition")
     data = frame[np.isfinite(frame.kappa)]
     if "method" in data:
-        data = data.assign(method=data.method.map(COMPARISON_LABELS).fillna(data.method))
+        data = data.assign(method=data.method.map(dict(LABELS)).fillna(data.method))
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     sns.scatterplot(data=data, x="kappa", y="ens_advantage", hue="method" if "method" in data else None,
                     style="test_family", s=70, ax=ax, palette=_palette() if "method" in data else None)

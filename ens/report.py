@@ -45,11 +45,17 @@ TABLES = {
     "times.csv": "times.csv",
 }
 _BEGIN = re.compile(r"<!-- generated: (\w+) -->\n.*?<!-- end generated -->", re.DOTALL)
-#: the comparison's method columns in the README, in order
-#: the comparison table's columns (every default method, the reference solver last) and the
-#: methods that compete for the bold entry (all but the reference solver), from ens.methods
-_COLUMNS = {**{m: LABELS[m] for m in METHODS if m != "reference"}, "reference": LABELS["reference"]}
-_COMPETITORS = tuple(m for m in METHOD_SPECS if m != "reference")
+
+
+def _columns() -> dict[str, str]:
+    """The comparison table's method columns (every default method, the reference solver last),
+    read from ens.methods when a table is drawn (a registered method is among them)."""
+    return {**{m: LABELS[m] for m in METHODS if m != "reference"}, "reference": LABELS["reference"]}
+
+
+def _competitors() -> tuple[str, ...]:
+    """The methods that compete for a table's bold entry: all but the reference solver."""
+    return tuple(m for m in METHOD_SPECS if m != "reference")
 
 
 def check_executed_notebook(path: Path) -> str:
@@ -81,12 +87,13 @@ def _setting(row) -> str:
 
 
 def _comparison(summary: pd.DataFrame) -> str:
-    lines = ["| setting | " + " | ".join(_COLUMNS.values()) + " |", "|---" * (len(_COLUMNS) + 1) + "|"]
+    columns = _columns()
+    lines = ["| setting | " + " | ".join(columns.values()) + " |", "|---" * (len(columns) + 1) + "|"]
     for _, g in summary.groupby(["family", "test_family", "setting"], sort=False):
         by = g.set_index("method")
-        best = _bold_min(by.rel_l2.to_dict(), _COMPETITORS)
+        best = _bold_min(by.rel_l2.to_dict(), _competitors())
         cells = []
-        for m in _COLUMNS:
+        for m in columns:
             if m not in by.index:
                 cells.append("—")
                 continue
@@ -118,11 +125,11 @@ def _generalisation(studies: list[pd.DataFrame], choices: pd.DataFrame) -> str:
             by = g.set_index("method").rel_l2
             others = {m: v for m, v in by.items() if m not in ("ens", "ens_residual", "reference", "surrogate")}
             other = min(others, key=others.get)
-            best = _bold_min(by.to_dict(), _COMPETITORS)
+            best = _bold_min(by.to_dict(), _competitors())
             cells = [by.get("surrogate"), by.get("ens"), by.get("ens_residual")]
             text = [f"**{sig2(v)}**" if m == best else sig2(v) for m, v in zip(("surrogate", "ens", "ens_residual"),
                                                                               cells)]
-            best_other = f"{_COLUMNS.get(other, other)} {sig2(others[other])}"
+            best_other = f"{LABELS.get(other, other)} {sig2(others[other])}"
             lines.append(f"| {_setting(g.iloc[0])} | " + " | ".join(text) + f" | {sig2(oracle.get(key))} | "
                          + (f"**{best_other}**" if other == best else best_other) + " |")
     return "\n".join(lines)

@@ -8,13 +8,13 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
-from ens import plots
+from ens import plots, report
 from ens.data import generate, verify
 from ens.evaluate import evaluate_profile
 from ens.experiments import FamilySpec, Shift, TestSet, datasets, register_family, unregister_family
 from ens.generalization import condition_numbers, shift_axes, shift_frame
-from ens.methods import METHODS, Method, methods_for, register_method, unregister_method
-from ens.pdes import Poisson
+from ens.methods import LABELS, METHODS, Method, methods_for, register_method, unregister_method
+from ens.pdes import Poisson, get_pde
 from ens.solvers import Recorder
 from ens.train import TrainConfig, train
 
@@ -80,3 +80,30 @@ def test_a_registered_family_and_method_flow_through_everything(registered, tmp_
     frame = shift_frame(summary.assign(test_family=summary.family))
     assert set(frame.axis) == {"smooth Poisson: scale"} and set(frame.value) == {"100", "300"}
     plt.close(plots.plot_shift(frame))
+    # the README's comparison table has a column for it
+    table = report._comparison(summary.assign(ms_per_sample=1.0))
+    header, _, *rows = table.splitlines()
+    column = header.split(" | ").index("zero field")
+    assert all(row.split(" | ")[column].startswith(report.sig2(1.0)) for row in rows)  # its error, 1
+
+
+def test_the_method_views_follow_the_registry():
+    assert "zeros" not in METHODS and "zeros" not in LABELS
+    register_method(Method("zeros", "zero field", _zeros))
+    try:
+        assert METHODS[-1] == "zeros" and LABELS["zeros"] == "zero field" and "ens_residual" not in METHODS
+    finally:
+        unregister_method("zeros")
+    assert "zeros" not in METHODS and "zeros" not in LABELS
+
+
+def test_every_built_in_pde_family_has_one_experiment_spec_in_the_same_order():
+    # the PDE layer (ens.pdes.FAMILIES: class and defaults) and the experiments layer
+    # (FAMILY_SPECS: settings, shifts, sizes) each declare a family once; register_family adds both
+    from ens.experiments import FAMILY_SPECS
+    from ens.pdes import FAMILIES
+    assert list(FAMILY_SPECS) == list(FAMILIES)
+    for name, spec in FAMILY_SPECS.items():
+        assert spec.name == name
+        pde = get_pde(name, **spec.params)  # its training parameters are the class's fields
+        assert all(getattr(pde, k) == v for k, v in spec.params.items())

@@ -14,14 +14,14 @@ import torch
 import torch.nn.functional as F
 
 from ..pdes.stencil import dst2
-from .spectra import _check_S, helmholtz
+from .spectra import check_grid_size, helmholtz
 
 __all__ = ["ErrorModel", "error_bound", "BOUND_ERROR_MODELS", "bound_on_samples"]
 
 # ---------------------------------------------------------------------------------------------
 # the residual / error bound on samples
 # ---------------------------------------------------------------------------------------------
-def _norm(x: torch.Tensor) -> torch.Tensor:
+def interior_norm(x: torch.Tensor) -> torch.Tensor:
     """Per-sample Euclidean norm over the interior nodes of ``(B, 1, S, S)`` -> ``(B,)``."""
     return x[..., 1:-1, 1:-1].flatten(1).norm(dim=1)
 
@@ -66,7 +66,7 @@ class ErrorModel:
         n = S - 2
         if self.smooth_modes > n:
             raise ValueError(f"smooth_modes={self.smooth_modes} exceeds the {n} DST modes per axis at S={S}")
-        scale = _norm(u_star).view(B, 1, 1, 1)
+        scale = interior_norm(u_star).view(B, 1, 1, 1)
         m = self.smooth_modes
         idx = torch.arange(1, m + 1, dtype=torch.float64)
         w = (idx[:, None] ** 2 + idx[None, :] ** 2) ** (-self.smooth_decay / 2)
@@ -74,8 +74,8 @@ class ErrorModel:
         coef[..., :m, :m] = torch.randn(B, 1, m, m, dtype=torch.float64, generator=generator) * w
         smooth = F.pad(dst2(coef), (1, 1, 1, 1))
         noise = F.pad(torch.randn(B, 1, n, n, dtype=torch.float64, generator=generator), (1, 1, 1, 1))
-        e = (self.smooth_amplitude * smooth / _norm(smooth).view(B, 1, 1, 1)
-             + self.noise_amplitude * noise / _norm(noise).view(B, 1, 1, 1))
+        e = (self.smooth_amplitude * smooth / interior_norm(smooth).view(B, 1, 1, 1)
+             + self.noise_amplitude * noise / interior_norm(noise).view(B, 1, 1, 1))
         return (e * scale).to(u_star)
 
 
@@ -112,8 +112,8 @@ def error_bound(pde, u: torch.Tensor, u_star: torch.Tensor, f: torch.Tensor) -> 
     smin, smax = float(s.min()), float(s.max())
     kappa = smax / smin
     r = pde.residual(u, f)
-    err, res = _norm(u - u_star), _norm(r)
-    rel_err, rel_res = err / _norm(u_star), res / _norm(f)
+    err, res = interior_norm(u - u_star), interior_norm(r)
+    rel_err, rel_res = err / interior_norm(u_star), res / interior_norm(f)
     out = pd.DataFrame({
         "sample": np.arange(u.shape[0]),
         "error": err.numpy(), "residual": res.numpy(),
@@ -123,7 +123,7 @@ def error_bound(pde, u: torch.Tensor, u_star: torch.Tensor, f: torch.Tensor) -> 
     })
     out["tightness"] = out["rel_l2"] / out["bound"]
     out["slack_error"] = out["error_upper"] / out["error"]
-    out["slack_solution"] = (smax * _norm(u_star) / _norm(f)).numpy()
+    out["slack_solution"] = (smax * interior_norm(u_star) / interior_norm(f)).numpy()
     return out
 
 
@@ -145,7 +145,7 @@ def bound_on_samples(k_values: Iterable[float], S: int, n_samples: int = 8, seed
     purely rough, network-like)
     perturbs ``u*``. Returns the :func:`error_bound` rows with ``k``, ``S`` and ``error_type``.
     """
-    S = _check_S(S)
+    S = check_grid_size(S)
     if not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"expected n_samples to be a positive int, got {n_samples!r}")
     error_models = BOUND_ERROR_MODELS if error_models is None else error_models

@@ -29,7 +29,9 @@ def stable_step(S: int, k: float) -> float:
     return 1.0 / float(helmholtz_spectrum(S, k).abs().max()) ** 2
 
 
-def _check_eta(eta, S, k) -> float:
+def check_step(eta, S, k) -> float:
+    """Gradient descent's step: the stable default for ``eta = None``, else ``eta`` checked to be
+    in ``(0, 2 / sigma_max^2)``."""
     if eta is None:
         return stable_step(S, k)
     smax2 = float(helmholtz_spectrum(S, k).abs().max()) ** 2
@@ -46,7 +48,7 @@ def gd_damping_factors(S: int, k: float, eta: float | None = None) -> torch.Tens
     is diagonal in the DST basis with entries ``sigma_ij^2 = lambda_ij^2``. Default ``eta``:
     :func:`stable_step`.
     """
-    eta = _check_eta(eta, S, k)
+    eta = check_step(eta, S, k)
     return 1.0 - eta * helmholtz_spectrum(S, k) ** 2
 
 
@@ -70,7 +72,7 @@ def gd_steps_to_reduce(S: int, k: float, factor: float = 2.0, eta: float | None 
     """
     if not factor > 1:
         raise ValueError(f"expected factor > 1, got {factor!r}")
-    eta = _check_eta(eta, S, k)
+    eta = check_step(eta, S, k)
     smin = float(helmholtz_spectrum(S, k).abs().min())
     rate = -math.log1p(-eta * smin ** 2)
     return math.inf if rate == 0 else float(math.ceil(math.log(factor) / rate))
@@ -85,7 +87,7 @@ def gd_damping_table(S: int, k: float, steps: Sequence[int] = (1, 10, 100, 1000,
     ``n_grid`` values from ``sigma_min`` to ``sigma_max`` instead of the operator's singular values
     (the same function, sampled evenly for plotting; the low end of the true spectrum is sparse).
     """
-    eta = _check_eta(eta, S, k)
+    eta = check_step(eta, S, k)
     s = np.unique(np.round(singular_values(S, k), 10))
     if n_grid is not None:
         s = np.geomspace(s[0], s[-1], int(n_grid))

@@ -14,9 +14,9 @@ import torch
 from ..pdes.helmholtz import Helmholtz
 from ..solvers import gradient_descent
 from ..solvers.linalg import cgls, conjugate_gradient, residual_and_pullback, residual_fn
-from .bounds import ErrorModel, _norm
-from .damping import MODE_BANDS, _check_eta, band_errors, mode_band_masks
-from .spectra import _check_k, _check_S, first_resonance, helmholtz
+from .bounds import ErrorModel, interior_norm
+from .damping import MODE_BANDS, band_errors, check_step, mode_band_masks
+from .spectra import check_grid_size, check_wavenumber, first_resonance, helmholtz
 
 __all__ = ["METHODS", "ExperimentResult", "residual_vs_error_experiment", "reduction_factors", "band_drop"]
 
@@ -113,7 +113,7 @@ def residual_vs_error_experiment(k: float, S: int, n_samples: int = 4, n_iter: i
     ExperimentResult
         Tidy trajectories and band errors (see :class:`ExperimentResult`).
     """
-    k, S = _check_k(k), _check_S(S)
+    k, S = check_wavenumber(k), check_grid_size(S)
     if not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"expected n_samples to be a positive int, got {n_samples!r}")
     if not isinstance(n_iter, int) or n_iter < 1:
@@ -126,13 +126,13 @@ def residual_vs_error_experiment(k: float, S: int, n_samples: int = 4, n_iter: i
     if "cg" in methods and not bool((lam < 0).all()):
         raise ValueError(f"CG needs -A symmetric positive definite, which fails for k = {k} >= the first "
                          f"resonance {first_resonance(S):.4f} at S = {S}; use 'cgnr' there")
-    eta = _check_eta(eta, S, k)
+    eta = check_step(eta, S, k)
     gen = torch.Generator().manual_seed(int(seed))
     f = pde.sample_inputs(n_samples, S, generator=gen)
     u_star = pde.solve(f)
     u0 = u_star + error_model.sample(u_star, generator=gen)
     masks = mode_band_masks(S, k, band_edges)
-    fnorm, unorm = _norm(f), _norm(u_star)
+    fnorm, unorm = interior_norm(f), interior_norm(u_star)
 
     traj, bands = [], []
     chunk = max(1, (1 << 22) // (n_samples * S * S))   # iterates per batched evaluation (~32 MB)
@@ -146,8 +146,8 @@ def residual_vs_error_experiment(k: float, S: int, n_samples: int = 4, n_iter: i
         e = u - u_star.repeat(T, 1, 1, 1)
         its = np.repeat(np.arange(start, start + T), n_samples)
         smp = np.tile(np.arange(n_samples), T)
-        res = _norm(pde.residual(u, f.repeat(T, 1, 1, 1), check=False)) / fnorm.repeat(T)
-        err = _norm(e) / unorm.repeat(T)
+        res = interior_norm(pde.residual(u, f.repeat(T, 1, 1, 1), check=False)) / fnorm.repeat(T)
+        err = interior_norm(e) / unorm.repeat(T)
         for q, v in (("rel_residual", res), ("rel_l2", err)):
             traj.append(pd.DataFrame({"method": method, "sample": smp, "iteration": its,
                                       "quantity": q, "value": v.numpy()}))

@@ -50,10 +50,10 @@ def resolve_parameters(profile: str, resolutions=None, k_values=(0.0, 1.0, 2.0, 
         resolutions = default
     if isinstance(resolutions, (int, str)) or not len(resolutions):
         raise ValueError(f"expected resolutions to be None or a non-empty list of ints >= 4, got {resolutions!r}")
-    resolutions = tuple(_check_S(S) for S in resolutions)
+    resolutions = tuple(check_grid_size(S) for S in resolutions)
     if isinstance(k_values, (int, float, str)) or not len(k_values):
         raise ValueError(f"expected k_values to be a non-empty list of wavenumbers, got {k_values!r}")
-    k_values = tuple(_check_k(k) for k in k_values)
+    k_values = tuple(check_wavenumber(k) for k in k_values)
     return {"profile": profile, "resolutions": resolutions, "k_values": k_values,
             "seed": check_int(seed, "seed", 0), "n_samples": check_int(n_samples, "n_samples")}
 
@@ -61,7 +61,8 @@ def resolve_parameters(profile: str, resolutions=None, k_values=(0.0, 1.0, 2.0, 
 # ---------------------------------------------------------------------------------------------
 # validation
 # ---------------------------------------------------------------------------------------------
-def _check_k(k) -> float:
+def check_wavenumber(k) -> float:
+    """``k`` as a float, or a clear error for a non-real, negative or non-finite wavenumber."""
     if isinstance(k, bool) or not isinstance(k, (int, float, np.integer, np.floating)):
         raise TypeError(f"expected the wavenumber k to be a real number, got {type(k).__name__} {k!r}")
     k = float(k)
@@ -70,7 +71,8 @@ def _check_k(k) -> float:
     return k
 
 
-def _check_S(S) -> int:
+def check_grid_size(S) -> int:
+    """``S`` as an int, or a clear error for a grid with fewer than 2x2 interior nodes."""
     if isinstance(S, bool) or not isinstance(S, (int, np.integer)) or S < 4:
         raise ValueError(f"expected the grid size S to be an int >= 4 (at least 2x2 interior nodes), got {S!r}")
     return int(S)
@@ -78,7 +80,7 @@ def _check_S(S) -> int:
 
 def helmholtz(k: float, **params) -> Helmholtz:
     """The linear Helmholtz PDE object ``Delta u + k^2 u = f`` (``get_pde("helmholtz", k=k)``)."""
-    k = _check_k(k)
+    k = check_wavenumber(k)
     if params.get("lam", 0.0):
         raise ValueError("the theory module is about the linear operator; expected lam = 0")
     return get_pde("helmholtz", k=k, **params)
@@ -91,7 +93,7 @@ def first_resonance(S: int | None = None) -> float:
     """
     if S is None:
         return math.sqrt(2.0) * math.pi
-    S = _check_S(S)
+    S = check_grid_size(S)
     return math.sqrt(8.0) * (S - 1) * math.sin(math.pi / (2 * (S - 1)))
 
 
@@ -103,7 +105,7 @@ def helmholtz_spectrum(S: int, k: float) -> torch.Tensor:
 
     Entry ``[i-1, j-1]`` belongs to the DST mode ``sin(pi i x) sin(pi j y)`` (``i, j = 1 .. S-2``).
     """
-    return helmholtz(k).operator_eigenvalues(_check_S(S))
+    return helmholtz(k).operator_eigenvalues(check_grid_size(S))
 
 
 def singular_values(S: int, k: float) -> np.ndarray:
@@ -130,7 +132,7 @@ def condition_table(resolutions: Iterable[int], k_values: Iterable[float]) -> pd
     for S in resolutions:
         for k in k_values:
             s = singular_values(S, k)
-            rows.append({"S": _check_S(S), "k": _check_k(k), "sigma_min": float(s[0]),
+            rows.append({"S": check_grid_size(S), "k": check_wavenumber(k), "sigma_min": float(s[0]),
                          "sigma_max": float(s[-1]),
                          "kappa": float(s[-1] / s[0]) if s[0] > 0 else math.inf})
     return pd.DataFrame(rows)
@@ -143,7 +145,7 @@ def dense_operator(pde, S: int) -> np.ndarray:
     ``dR(u; 0) / du`` restricted to interior nodes, with ``torch.func.jacrev``; row-major
     (C-order) flattening of the ``(n, n)`` interior. Meant for small ``S`` (the matrix is dense).
     """
-    S = _check_S(S)
+    S = check_grid_size(S)
     n = S - 2
     c = torch.zeros(1, 1, S, S, dtype=torch.float64)
 
