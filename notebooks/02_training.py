@@ -47,7 +47,6 @@ import pandas as pd
 from IPython.display import display
 
 from ens import notebook, plots
-from ens.checks import check_choice
 from ens.data import generate
 from ens.evaluate import (
     ens_vs_surrogate,
@@ -57,7 +56,7 @@ from ens.evaluate import (
     load_trained,
     require_shipped,
 )
-from ens.experiments import dataset_spec, in_distribution_setting
+from ens.experiments import check_choice, dataset_spec, in_distribution_setting
 from ens.notebook import sig3
 from ens.pdes import FAMILIES
 from ens.train import TrainConfig, recipe_study_path, recipe_summary, train
