@@ -216,8 +216,8 @@ def run_setting(profile: str, test: TestSet, methods=None, *, budget: dict | Non
     their trajectories.
 
     ENS and the surrogate come from the shipped checkpoints of ``test.family`` (the model's
-    family; a cross-equation test runs them on ``test.test_family``'s set). The batches are the first ``n_samples`` test samples, in
-    ``batch_size`` chunks whose trajectories are concatenated (wall times add up). ``tto`` (the
+    family; a cross-equation test runs them on ``test.test_family``'s set). The batches are the
+    first ``n_samples`` test samples, in ``batch_size`` chunks whose trajectories are concatenated (wall times add up). ``tto`` (the
     test-time optimisation's ``{"lr", "steps"}``) and ``stop_lowpass`` (the residual stop rule's
     filter) are chosen on validation data when not given (:func:`select_tto`,
     :func:`select_stop_lowpass`).

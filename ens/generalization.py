@@ -145,7 +145,8 @@ def shift_frame(summary: pd.DataFrame) -> pd.DataFrame:
 
 # ---- condition numbers of the test operators -----------------------------------------------------
 def condition_numbers(profile: str, settings, n_samples: int = 4, data_root=None) -> pd.DataFrame:
-    """Condition number of each :class:`~ens.experiments.TestSet`'s (linearised) operator at its resolution: the PDE's
+    """Condition number of each :class:`~ens.experiments.TestSet`'s (linearised) operator at its
+    resolution: the PDE's
     :meth:`~ens.pdes.PDE.condition_number` on the first ``n_samples`` test samples (closed form
     for Poisson and Helmholtz, sparse eigenvalue solves for Darcy and nonlinear Helmholtz, ``NaN``
     for the flows)."""
@@ -155,7 +156,8 @@ def condition_numbers(profile: str, settings, n_samples: int = 4, data_root=None
         pde, S = spec.pde(), spec.resolution
         samples = load_dataset(spec, data_root, True).tensors(0, n_samples) if pde.condition_number_needs_samples else ()
         kappa = pde.condition_number(S, *samples)
-        rows.append({"family": test.family, "test_family": test.test_family, "setting": test.setting, "resolution": S,
+        rows.append({"family": test.family, "test_family": test.test_family, "setting": test.setting,
+                     "resolution": S,
                      "kappa": kappa})
     return pd.DataFrame(rows)
 
@@ -254,12 +256,12 @@ def sensitivity_study(profile: str, settings, out_dir, *, n_samples: int | None 
         path = out / f"{test.stem}_{key}.csv"
         paths.append((path, path.with_suffix(".choice.csv")))
         if not (path.exists() and paths[-1][1].exists()):
-            jobs.append({"profile": profile, "test": test, "family": test.family, "n_samples": n_samples,
+            jobs.append({"profile": profile, "test": test, "n_samples": n_samples,
                          "paths": paths[-1], **kw})
     lowpass = {family: cached_choice(select_stop_lowpass, profile, family, cache, threads=threads, **kw)[0]
-               for family in sorted({job["family"] for job in jobs})}
+               for family in sorted({job["test"].family for job in jobs})}
     for job in jobs:
-        job["stop_lowpass"] = lowpass[job["family"]]
+        job["stop_lowpass"] = lowpass[job["test"].family]
     map_jobs(_sensitivity_job, jobs, workers=workers, threads=threads, progress=progress, desc="alpha/T sensitivity")
     curves = pd.concat([pd.read_csv(p) for p, _ in paths], ignore_index=True)
     choices = pd.concat([pd.read_csv(r) for _, r in paths], ignore_index=True)

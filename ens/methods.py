@@ -179,6 +179,9 @@ class _DefaultMethods(Sequence):
     def __getitem__(self, i):
         return self._names()[i]
 
+    def __iter__(self):
+        return iter(self._names())
+
     def __len__(self) -> int:
         return len(self._names())
 

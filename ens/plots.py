@@ -390,7 +390,8 @@ def _panels(frame: pd.DataFrame, x: str, xlabel: str, path, xscale="log") -> mat
     frame = frame.assign(panel=setting_label(frame), label=frame.method.map(dict(LABELS)).fillna(frame.method))
     panels = list(dict.fromkeys(frame.panel))
     fig, axes = _grid(len(panels), 3, 3.8, 3.0)
-    order = [LABELS[m] for m in LABELS if LABELS[m] in set(frame.label)]
+    shown = set(frame.label)
+    order = [lab for lab in LABELS.values() if lab in shown]
     palette = _palette()
     for ax, panel in zip(axes.flat, panels):
         df = frame[frame.panel == panel]
@@ -425,7 +426,8 @@ def plot_shift(frame: pd.DataFrame, path: str | Path | None = None) -> matplotli
     _require(frame, ["axis", "value", "method", "rel_l2"], "plot_shift")
     frame = frame[frame.method != "reference"].assign(label=lambda d: d.method.map(dict(LABELS)).fillna(d.method))
     axes_names = list(dict.fromkeys(frame.axis))
-    order = [lab for lab in LABELS.values() if lab in set(frame.label)]
+    shown = set(frame.label)
+    order = [lab for lab in LABELS.values() if lab in shown]
     palette = _palette()
     fig, axes = _grid(len(axes_names), 3, 3.6, 3.0)
     for ax, name in zip(axes.flat, axes_names):

@@ -30,8 +30,8 @@ def device(request):
 
 @pytest.fixture(scope="session")
 def ci_root(tmp_path_factory):
-    """The whole ``ci`` profile's data (about 20 s on one core, half of it Kolmogorov), generated
-    once per session; tests read it and copy what they modify."""
+    """The whole ``ci`` profile's data, generated once per session; tests read it and copy what
+    they modify."""
     root = tmp_path_factory.mktemp("data")
     # One torch thread: on a 2-core machine shared with another busy process, torch's spinning
     # OpenMP threads made the Navier-Stokes sets 60x slower (190 s against 3 s, measured).
