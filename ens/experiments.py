@@ -82,7 +82,7 @@ from .pdes import FAMILIES, PDE, get_pde
 
 __all__ = ["PROFILES", "SPLITS", "SIZE_GROUPS", "sizes", "CHUNK_SIZE", "PAIRED_TEST_KEY", "CROSS_EQUATION",
            "Sizes", "Shift", "FamilySpec", "FAMILY_SPECS", "family_spec", "register_family", "unregister_family",
-           "DatasetSpec", "TestSet", "test_sets", "derive_seed", "check_choice", "datasets", "dataset_spec",
+           "DatasetSpec", "TestSet", "test_sets", "derive_seed", "datasets", "dataset_spec",
            "cross_equation_pairs", "in_distribution_setting", "setting_label", "TRAINING", "EVALUATION", "ILL_CONDITIONED",
            "STUDIES"]
 

@@ -94,25 +94,25 @@ def plot_bound_tightness(bounds: pd.DataFrame, path: str | Path | None = None) -
     ``||e||/||u*|| <= kappa ||r||/||b||`` comes from.
 
     ``bounds`` is :func:`ens.theory.bound_on_samples` output (columns ``k, error_type, error,
-    error_upper, relative_error, slack_error, slack_solution``). Left: relative error against the
+    error_upper, rel_l2, slack_error, slack_solution``). Left: relative error against the
     error-side bound ``||A^-1|| ||r|| / ||u*||``; points on the diagonal are sharp (the lowest
     mode), every point lies on or below it. Right: ``1 / tightness = slack_error * slack_solution``,
     both factors per sample (all ``k``), log scale; 1 means sharp.
     """
     set_style()
-    _require(bounds, ["k", "error_type", "error", "error_upper", "relative_error", "slack_error",
+    _require(bounds, ["k", "error_type", "error", "error_upper", "rel_l2", "slack_error",
                       "slack_solution"], "plot_bound_tightness")
     fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.3), gridspec_kw={"width_ratios": [1, 1.2]})
     ax = axes[0]
-    d = bounds.assign(upper_rel=bounds["error_upper"] * bounds["relative_error"] / bounds["error"],
+    d = bounds.assign(upper_rel=bounds["error_upper"] * bounds["rel_l2"] / bounds["error"],
                       k=bounds["k"].map(lambda k: f"{k:g}"))
-    sns.scatterplot(data=d, x="upper_rel", y="relative_error", hue="error_type", style="k", ax=ax,
+    sns.scatterplot(data=d, x="upper_rel", y="rel_l2", hue="error_type", style="k", ax=ax,
                     s=36, alpha=0.85)
-    lo = min(d["upper_rel"].min(), d["relative_error"].min()) / 2
-    hi = max(d["upper_rel"].max(), d["relative_error"].max()) * 2
+    lo = min(d["upper_rel"].min(), d["rel_l2"].min()) / 2
+    hi = max(d["upper_rel"].max(), d["rel_l2"].max()) * 2
     ax.plot([lo, hi], [lo, hi], color="0.3", lw=1, ls="--", label="error = bound")
     ax.set(xscale="log", yscale="log", xlim=(lo, hi),
-           ylim=(d["relative_error"].min() / 60, d["relative_error"].max() * 4),
+           ylim=(d["rel_l2"].min() / 60, d["rel_l2"].max() * 4),
            xlabel=r"error-side bound $\|A^{-1}\|\,\|r\|\,/\,\|u^*\|$",
            ylabel=r"relative error $\|e\|/\|u^*\|$",
            title=r"$\|e\| \leq \|A^{-1}\|\,\|r\|$: sharp only for the lowest mode")
@@ -175,8 +175,8 @@ def plot_trajectories(trajectories: pd.DataFrame, normalise: bool = True, ymin: 
                      / start.reindex(pd.MultiIndex.from_frame(d[["k", "method", "quantity", "sample"]])).to_numpy())
     d = _gmean_over_samples(d, ["k", "method", "quantity", "iteration"])
     d["method"] = d["method"].map(lambda m: METHOD_LABELS.get(m, m))
-    d["quantity"] = d["quantity"].map({"relative_residual": r"residual $\|R(u_t)\|/\|f\|$",
-                                       "relative_error": r"error $\|u_t-u^*\|/\|u^*\|$"})
+    d["quantity"] = d["quantity"].map({"rel_residual": r"residual $\|R(u_t)\|/\|f\|$",
+                                       "rel_l2": r"error $\|u_t-u^*\|/\|u^*\|$"})
     g = sns.relplot(data=d, x="iteration", y="value", hue="method", col="quantity", row="k", kind="line",
                     height=3.0, aspect=1.45,
                     facet_kws={"sharey": "row" if normalise else False, "margin_titles": True})
@@ -217,8 +217,8 @@ def plot_error_bands(bands: pd.DataFrame, trajectories: pd.DataFrame | None = No
     if trajectories is not None:
         t = _gmean_over_samples(trajectories, ["k", "method", "quantity", "iteration"])
         for (k, method), ax in g.axes_dict.items():
-            err = t[(t.k == k) & (t.method == method) & (t.quantity == "relative_error")]
-            res = t[(t.k == k) & (t.method == method) & (t.quantity == "relative_residual")]
+            err = t[(t.k == k) & (t.method == method) & (t.quantity == "rel_l2")]
+            res = t[(t.k == k) & (t.method == method) & (t.quantity == "rel_residual")]
             ax.plot(err["iteration"], err["value"], color="k", lw=1.2, label="total error")
             scale = err["value"].iloc[0] / res["value"].iloc[0]
             ax.plot(res["iteration"], res["value"] * scale, color="0.45", lw=1.2, ls="--",

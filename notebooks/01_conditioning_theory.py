@@ -137,13 +137,13 @@ print(f"closed form vs numpy eigvals/svd, S in (8, 10, 12), all k: max relative 
 
 # %%
 bounds = theory.bound_on_samples(k_values, S_max, n_samples=n_samples, seed=seed)
-holds = bool((bounds["relative_error"] <= bounds["bound"] * (1 + 1e-12)).all()
+holds = bool((bounds["rel_l2"] <= bounds["bound"] * (1 + 1e-12)).all()
              and (bounds["error_lower"] <= bounds["error"] * (1 + 1e-12)).all()
              and (bounds["error"] <= bounds["error_upper"] * (1 + 1e-12)).all())
 assert holds, "the residual/error bound failed on a sample"
 print(f"S = {S_max}: both bounds hold on all {len(bounds)} perturbed samples\n")
 summary = (bounds.groupby(["k", "error_type"], sort=False)
-           [["relative_error", "relative_residual", "bound", "tightness", "slack_error", "slack_solution"]]
+           [["rel_l2", "rel_residual", "bound", "tightness", "slack_error", "slack_solution"]]
            .median())
 print("medians over samples:")
 print(summary.to_string(float_format=lambda x: f"{x:.3g}"))

@@ -56,7 +56,8 @@ from ens.evaluate import (
     load_trained,
     require_shipped,
 )
-from ens.experiments import check_choice, dataset_spec, in_distribution_setting
+from ens.checks import check_choice
+from ens.experiments import dataset_spec, in_distribution_setting
 from ens.notebook import sig3
 from ens.pdes import FAMILIES
 from ens.train import TrainConfig, recipe_study_path, recipe_summary, train

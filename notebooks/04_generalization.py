@@ -61,7 +61,8 @@ from IPython.display import display
 
 from ens import notebook, plots
 from ens.evaluate import require_shipped
-from ens.experiments import EVALUATION, check_choice
+from ens.checks import check_choice
+from ens.experiments import EVALUATION
 from ens.generalization import (
     STUDIES,
     advantage_rank_correlation,

@@ -72,7 +72,7 @@ def test_condition_number_is_infinite_at_a_resonance():
 def test_error_bound_holds_on_samples(k):
     b = theory.bound_on_samples([k], 32, n_samples=6, seed=3)
     # the bounds are inequalities between norms computed in float64; allow round-off only
-    assert (b["relative_error"] <= b["bound"] * (1 + 1e-12)).all()
+    assert (b["rel_l2"] <= b["bound"] * (1 + 1e-12)).all()
     assert (b["error"] <= b["error_upper"] * (1 + 1e-12)).all()
     assert (b["error_lower"] <= b["error"] * (1 + 1e-12)).all()
     assert (b["tightness"] <= 1 + 1e-12).all()
@@ -90,7 +90,7 @@ def test_error_bound_on_explicit_perturbation():
     u_star = pde.solve(f)
     u = u_star + pde.apply_bc(torch.randn(u_star.shape, generator=g, dtype=torch.float64))
     b = theory.error_bound(pde, u, u_star, f)
-    assert (b["relative_error"] <= b["bound"] * (1 + 1e-12)).all()
+    assert (b["rel_l2"] <= b["bound"] * (1 + 1e-12)).all()
     assert b["kappa"].iloc[0] == pytest.approx(theory.condition_number(24, 2.0), rel=1e-14)
 
 
@@ -176,7 +176,7 @@ def test_experiment_tables_are_tidy(experiment):
     assert set(traj["method"]) == {"gd", "cg", "cgnr"}
     assert traj["iteration"].max() == 60 and len(traj) == 2 * 3 * 61 * 2 * 2
     # the band values square-sum to the relative error (Parseval; round-off only)
-    err = traj[traj.quantity == "relative_error"].set_index(["k", "method", "sample", "iteration"])["value"]
+    err = traj[traj.quantity == "rel_l2"].set_index(["k", "method", "sample", "iteration"])["value"]
     sq = (bands.assign(v2=bands["value"] ** 2).groupby(["k", "method", "sample", "iteration"])["v2"].sum())
     np.testing.assert_allclose(np.sqrt(sq.loc[err.index]), err, rtol=1e-10)
     # all methods start from the same u0
@@ -225,7 +225,7 @@ def test_experiment_gd_is_the_gd_baseline(experiment, k):
     u0 = u_star + theory.ErrorModel().sample(u_star, generator=gen)
     tr = gradient_descent(pde, f, u0, steps=n, step_size=eta, u_true=u_star, keep_states=True)
     got = experiment.trajectories.query("k == @k and method == 'gd'").set_index(["quantity", "iteration", "sample"])
-    for q, want in (("relative_residual", tr.rel_residual), ("relative_error", tr.rel_error)):
+    for q, want in (("rel_residual", tr.rel_residual), ("rel_l2", tr.rel_error)):
         # the boundary entries are zero, so the baseline's full-grid norms are the interior norms
         np.testing.assert_allclose(got.loc[q]["value"].unstack().to_numpy(), want.numpy(), rtol=1e-12)
     bands = experiment.bands.query("k == @k and method == 'gd'").set_index(["band", "iteration", "sample"])

@@ -93,8 +93,8 @@ def error_bound(pde, u: torch.Tensor, u_star: torch.Tensor, f: torch.Tensor) -> 
     -------
     DataFrame, one row per sample, with ``error = ||e||``, ``residual = ||r||`` (``r = R(u; f)``
     from ``pde.residual``), ``error_lower = ||r|| / sigma_max``, ``error_upper = ||r|| / sigma_min``,
-    ``relative_error = ||e|| / ||u*||``, ``relative_residual = ||r|| / ||b||`` (``b = f`` on the
-    interior), ``kappa``, ``bound = kappa * relative_residual`` and ``tightness = relative_error /
+    ``rel_l2 = ||e|| / ||u*||``, ``rel_residual = ||r|| / ||b||`` (``b = f`` on the
+    interior), ``kappa``, ``bound = kappa * rel_residual`` and ``tightness = rel_l2 /
     bound`` (1 would be a sharp bound; it lies in ``(0, 1]`` whenever the bound holds).
 
     The slack of the relative bound factors into two parts, ``1 / tightness = slack_error *
@@ -118,10 +118,10 @@ def error_bound(pde, u: torch.Tensor, u_star: torch.Tensor, f: torch.Tensor) -> 
         "sample": np.arange(u.shape[0]),
         "error": err.numpy(), "residual": res.numpy(),
         "error_lower": (res / smax).numpy(), "error_upper": (res / smin).numpy(),
-        "relative_error": rel_err.numpy(), "relative_residual": rel_res.numpy(),
+        "rel_l2": rel_err.numpy(), "rel_residual": rel_res.numpy(),
         "kappa": kappa, "bound": (kappa * rel_res).numpy(),
     })
-    out["tightness"] = out["relative_error"] / out["bound"]
+    out["tightness"] = out["rel_l2"] / out["bound"]
     out["slack_error"] = out["error_upper"] / out["error"]
     out["slack_solution"] = (smax * interior_norm(u_star) / interior_norm(f)).numpy()
     return out

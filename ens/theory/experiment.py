@@ -70,7 +70,7 @@ class ExperimentResult(NamedTuple):
 
     trajectories
         Long format ``k, S, method, sample, iteration, quantity, value`` with quantity
-        ``"relative_residual"`` (``||R(u_t; f)|| / ||f||``) or ``"relative_error"``
+        ``"rel_residual"`` (``||R(u_t; f)|| / ||f||``) or ``"rel_l2"``
         (``||u_t - u*|| / ||u*||``); iteration 0 is the common start.
     bands
         Long format ``k, S, method, sample, iteration, band, value`` with value
@@ -148,7 +148,7 @@ def residual_vs_error_experiment(k: float, S: int, n_samples: int = 4, n_iter: i
         smp = np.tile(np.arange(n_samples), T)
         res = interior_norm(pde.residual(u, f.repeat(T, 1, 1, 1), check=False)) / fnorm.repeat(T)
         err = interior_norm(e) / unorm.repeat(T)
-        for q, v in (("relative_residual", res), ("relative_error", err)):
+        for q, v in (("rel_residual", res), ("rel_l2", err)):
             traj.append(pd.DataFrame({"method": method, "sample": smp, "iteration": its,
                                       "quantity": q, "value": v.numpy()}))
         for b, v in band_errors(e, masks).items():
@@ -196,7 +196,7 @@ def reduction_factors(trajectories: pd.DataFrame, iteration: int | None = None) 
         if t not in set(g["iteration"]):
             raise ValueError(f"iteration {t} was not recorded for {dict(zip(keys, key))}")
         row = dict(zip(keys, key), iteration=t)
-        for q, name in (("relative_residual", "residual_reduction"), ("relative_error", "error_reduction")):
+        for q, name in (("rel_residual", "residual_reduction"), ("rel_l2", "error_reduction")):
             v0 = g[(g.quantity == q) & (g.iteration == 0)].set_index("sample")["value"]
             vt = g[(g.quantity == q) & (g.iteration == t)].set_index("sample")["value"]
             row[name] = float(np.exp(np.log(v0 / vt).mean()))
@@ -236,8 +236,8 @@ def band_drop(result: ExperimentResult, band: str = "lowest", factor: float = 2.
         rows.append({**dict(zip(keys, key)), "iteration": np.nan if t is None else t,
                      "iterations_recorded": int(series.index.max()),
                      "band_reduction": float(series.loc[0] / series.loc[before]),
-                     "residual_reduction": float(traj.loc[0, "relative_residual"]
-                                                 / traj.loc[before, "relative_residual"]),
-                     "error_reduction": float(traj.loc[0, "relative_error"]
-                                              / traj.loc[before, "relative_error"])})
+                     "residual_reduction": float(traj.loc[0, "rel_residual"]
+                                                 / traj.loc[before, "rel_residual"]),
+                     "error_reduction": float(traj.loc[0, "rel_l2"]
+                                              / traj.loc[before, "rel_l2"])})
     return pd.DataFrame(rows)
