@@ -7,6 +7,7 @@ VENV        ?= .venv
 TORCH_SPEC  ?= torch==2.13.0
 PROFILE     ?= default
 RESULTS     ?= results
+WHATIF_PORT ?= 8866
 
 VPY   := $(VENV)/bin/python
 STAMP := $(VENV)/.ens-installed
@@ -20,7 +21,7 @@ NB_PARAMS := $(if $(filter-out default,$(PROFILE)),-p profile $(PROFILE)) \
 # needs its inline backend to put figures into the notebook; ens.notebook.setup switches to it.
 export PYTHONHASHSEED := 0
 
-.PHONY: setup test reproduce publish references data sync lab clean help
+.PHONY: setup test reproduce publish references data sync lab whatif bench-whatif clean help
 
 help:
 	@echo "make setup      create $(VENV) (CPU torch, the package, the notebook/test stack, kernel python3)"
@@ -33,6 +34,7 @@ help:
 	@echo "make data       generate and verify every dataset of PROFILE=$(PROFILE) under data/$(PROFILE)/"
 	@echo "make sync       sync the jupytext pairs (notebooks/*.py <-> *.ipynb)"
 	@echo "make lab        start JupyterLab"
+	@echo "make whatif     serve notebook 05 (the what-if explorer) as a web app with Voila on port $(WHATIF_PORT)"
 
 setup: $(STAMP)
 
@@ -46,7 +48,7 @@ $(STAMP): pyproject.toml requirements.lock
 
 test: setup
 	$(VENV)/bin/ruff check ens tests notebooks/*.py
-	$(VPY) -m pytest tests --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval/sanitize.cfg -q
+	$(VPY) -m pytest tests -rs --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval/sanitize.cfg -q
 
 reproduce: setup
 	mkdir -p $(RESULTS)/figures
@@ -87,3 +89,12 @@ lab: setup
 
 clean:
 	rm -rf $(RESULTS) .pytest_cache
+
+# the what-if app: Voila runs notebook 05 with ENS_WHATIF_APP=1 (the live panel only, no canned questions)
+whatif: setup
+	@echo "the what-if explorer: http://localhost:$(WHATIF_PORT) (Ctrl-C stops it)"
+	ENS_WHATIF_APP=1 $(VENV)/bin/voila notebooks/05_what_if.ipynb --port=$(WHATIF_PORT) --no-browser
+
+# the what-if panel's measured redraw times per family and kind of change (PROFILE, default: default)
+bench-whatif: setup
+	$(VPY) -m ens.whatif_panel $(PROFILE)

@@ -72,7 +72,7 @@ from .experiments import DatasetSpec
 from .paths import data_root
 from .pdes import PDE
 
-__all__ = ["GENERATOR_VERSION", "ELLIPTIC_SOLVER_RTOL", "TRUNCATION_FACTOR", "chunk_seed", "sha256sum",
+__all__ = ["GENERATOR_VERSION", "ELLIPTIC_SOLVER_RTOL", "TRUNCATION_FACTOR", "chunk_seed", "chunk_inputs", "sha256sum",
            "read_manifest", "generate_file", "generation_cost", "generate", "relative_residuals", "FileReport",
            "file_status", "verify", "PDEDataset", "CorruptDataError", "load_dataset"]
 
@@ -100,6 +100,15 @@ class CorruptDataError(RuntimeError):
 def chunk_seed(seed: int, index: int) -> int:
     """Seed of chunk ``index`` of a spec with seed ``seed``: 8 bytes of ``sha256("seed/index")``, 63 bits."""
     return int.from_bytes(hashlib.sha256(f"{seed}/{index}".encode()).digest()[:8], "big") >> 1
+
+
+def chunk_inputs(pde: PDE, S: int, seed: int, index: int, n: int, device="cpu") -> torch.Tensor:
+    """The ``n`` inputs of chunk ``index`` of a spec with seed ``seed`` (float64), as
+    :func:`generate_file` draws them. A chunk's first samples are the same for every ``n >= 16``
+    (the super-resolution sets rely on it) but not below: torch draws fewer than 16 normal numbers
+    by another algorithm."""
+    g = torch.Generator().manual_seed(chunk_seed(seed, index))
+    return pde.sample_inputs(n, S, g, dtype=torch.float64, device=device)
 
 
 def sha256sum(path: str | os.PathLike) -> str:
@@ -174,8 +183,7 @@ def generate_file(spec: DatasetSpec, path: str | os.PathLike, device="cpu", prog
                       leave=False) as bar:
                 for i, start in enumerate(range(0, n, spec.chunk_size)):
                     m = min(spec.chunk_size, n - start)
-                    g = torch.Generator().manual_seed(chunk_seed(spec.seed, i))
-                    c = pde.sample_inputs(m, S, g, dtype=torch.float64, device=device)
+                    c = chunk_inputs(pde, S, spec.seed, i, m, device)
                     u = pde.solve(c)
                     for dset, x in zip(dsets, (c, u)):
                         dset[start:start + m] = x.to(torch.float32).cpu().numpy()

@@ -74,6 +74,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import numbers
 import re
 from dataclasses import dataclass
 
@@ -81,7 +83,7 @@ from .checks import check_choice, check_int
 from .pdes import FAMILIES, PDE, get_pde
 
 __all__ = ["PROFILES", "SPLITS", "SIZE_GROUPS", "sizes", "CHUNK_SIZE", "PAIRED_TEST_KEY", "CROSS_EQUATION",
-           "Sizes", "Shift", "FamilySpec", "FAMILY_SPECS", "family_spec", "register_family", "unregister_family",
+           "Sizes", "Shift", "Knob", "FamilySpec", "FAMILY_SPECS", "family_spec", "register_family", "unregister_family",
            "DatasetSpec", "TestSet", "test_sets", "derive_seed", "datasets", "dataset_spec",
            "cross_equation_pairs", "in_distribution_setting", "setting_label", "TRAINING", "EVALUATION", "ILL_CONDITIONED",
            "STUDIES"]
@@ -108,6 +110,37 @@ class Shift:
 
 
 @dataclass(frozen=True)
+class Knob:
+    """A PDE parameter the what-if explorer varies (:mod:`ens.whatif`): the parameter, its label,
+    and its range -- ``lo`` to ``hi`` (``log``: shown on a log scale; ``step``: the slider's step, in
+    the exponent when ``log``) or the discrete ``choices``. A family's knobs cover its training value,
+    every shift of the studies, and values between and beyond them (a test checks this)."""
+
+    param: str
+    label: str
+    lo: float | None = None
+    hi: float | None = None
+    step: float | None = None
+    log: bool = False
+    choices: tuple = ()
+
+    def __post_init__(self):
+        if not self.choices and not (self.lo is not None and self.hi is not None and self.lo < self.hi
+                                     and self.step and self.step > 0):
+            raise ValueError(f"knob {self.param!r}: expected choices, or lo < hi and a positive step")
+
+    def check(self, value):
+        """``value`` if it lies in the knob's range (as a float for a range); else ``ValueError``."""
+        if self.choices:
+            check_choice(f"value of {self.param}", value, self.choices)
+            return value
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+        if not ok or not self.lo * (1 - 1e-9) <= value <= self.hi * (1 + 1e-9):
+            raise ValueError(f"expected {self.param} ({self.label}) in [{self.lo:g}, {self.hi:g}], got {value!r}")
+        return float(value)
+
+
+@dataclass(frozen=True)
 class FamilySpec:
     """Everything the experiments know about one PDE family, declared once (:data:`FAMILY_SPECS`).
 
@@ -115,7 +148,8 @@ class FamilySpec:
     its training distribution; ``shifts`` its zero-shot test sets; ``axis_values`` the display
     value of the in-distribution set on each shift axis (every axis of ``shifts`` needs one);
     ``superres`` whether it has a super-resolution test set; ``paired_tests`` the test settings
-    seeded with :data:`PAIRED_TEST_KEY` (the cross-equation pairs' shared forcings). The PDE
+    seeded with :data:`PAIRED_TEST_KEY` (the cross-equation pairs' shared forcings); ``knobs`` the
+    parameters the what-if explorer varies (:class:`Knob`). The PDE
     itself (physics, verification, condition number, Newton support) is its class in
     :data:`ens.pdes.FAMILIES`.
     """
@@ -128,6 +162,7 @@ class FamilySpec:
     axis_values: dict = dataclasses.field(default_factory=dict)
     superres: bool = True
     paired_tests: tuple[str, ...] = ()
+    knobs: tuple[Knob, ...] = ()
 
     def __post_init__(self):
         missing = sorted({s.axis for s in self.shifts} - set(self.axis_values))
@@ -152,24 +187,39 @@ def _darcy(contrast: int, forcing: str = "constant") -> dict:
     return {"a_low": 3.0, "a_high": 3.0 * contrast, "forcing": forcing}
 
 
+_FORCING_SCALE = Knob("forcing_scale", "forcing scale", 10.0, 400.0, 10.0)
+#: up to just below the first resonance k = 4.4424 (S = 64; pi sqrt(2) = 4.4429 in the limit), where
+#: cond(Delta_h + k^2) = 2.5e4 at S = 64 (8.5e3 at k = 4)
+_WAVENUMBER = Knob("k", "wavenumber k", 0.0, 4.3, 0.05)
+
+
 #: family -> its spec, in the order of every family listing
 FAMILY_SPECS: dict[str, FamilySpec] = {spec.name: spec for spec in (
     FamilySpec("poisson", "elliptic", "scale=100", {"forcing_scale": 100.0},
                (Shift("scale=200", {"forcing_scale": 200.0}, "Poisson: forcing scale", "200"),),
-               {"Poisson: forcing scale": "100"}, paired_tests=("scale=100",)),
+               {"Poisson: forcing scale": "100"}, paired_tests=("scale=100",), knobs=(_FORCING_SCALE,)),
     FamilySpec("helmholtz", "elliptic", "k=1", {"k": 1.0},
                tuple(Shift(f"k={k}", {"k": float(k)}, "Helmholtz: wavenumber k", str(k)) for k in (2, 3, 4)),
-               {"Helmholtz: wavenumber k": "1"}, paired_tests=tuple(f"k={k}" for k in (1, 2, 3, 4))),
-    FamilySpec("nonlinear_helmholtz", "elliptic", "k=2_lam=-1", {"k": 2.0, "lam": -1.0}),
+               {"Helmholtz: wavenumber k": "1"}, paired_tests=tuple(f"k={k}" for k in (1, 2, 3, 4)),
+               knobs=(_WAVENUMBER, _FORCING_SCALE)),
+    # lam > 0 is left out: the solution branch folds (see ens.pdes.FAMILIES)
+    FamilySpec("nonlinear_helmholtz", "elliptic", "k=2_lam=-1", {"k": 2.0, "lam": -1.0},
+               knobs=(_WAVENUMBER, Knob("lam", "cubic coefficient lam", -3.0, 0.0, 0.1), _FORCING_SCALE)),
     FamilySpec("darcy", "elliptic", "contrast=4", _darcy(4),
                (Shift("contrast=8", _darcy(8), "Darcy: contrast a_high/a_low", "8"),
                 Shift("forcing=grf", _darcy(4, "grf"), "Darcy: forcing", "GRF")),
-               {"Darcy: contrast a_high/a_low": "4", "Darcy: forcing": "constant"}),
+               {"Darcy: contrast a_high/a_low": "4", "Darcy: forcing": "constant"},
+               knobs=(Knob("a_high", "a_high (a_low = 3, contrast a_high/3)", 4.5, 60.0, 0.5),
+                      Knob("forcing", "forcing", choices=("constant", "grf")))),
     FamilySpec("navier_stokes", "navier_stokes", "nu=1e-3", {"nu": 1e-3, "forcing_wavenumber": 1},
                (Shift("nu=1e-4", {"nu": 1e-4, "forcing_wavenumber": 1}, "Navier-Stokes: viscosity", "1e-4"),
                 Shift("forcing=4pi", {"nu": 1e-3, "forcing_wavenumber": 2}, "Navier-Stokes: forcing", "4 pi")),
-               {"Navier-Stokes: viscosity": "1e-3", "Navier-Stokes: forcing": "2 pi"}),
-    FamilySpec("kolmogorov", "kolmogorov", "nu=5e-4", {"nu": 5e-4}, superres=False),
+               {"Navier-Stokes: viscosity": "1e-3", "Navier-Stokes: forcing": "2 pi"},
+               knobs=(Knob("nu", "viscosity nu", 5e-5, 1e-2, 0.05, log=True),
+                      Knob("forcing_wavenumber", "forcing wavenumber (x 2 pi)", choices=(1, 2, 3, 4)))),
+    FamilySpec("kolmogorov", "kolmogorov", "nu=5e-4", {"nu": 5e-4}, superres=False,
+               knobs=(Knob("nu", "viscosity nu", 2e-4, 2e-3, 0.05, log=True),
+                      Knob("forcing_wavenumber", "forcing wavenumber n", choices=(2, 3, 4, 6, 8)))),
 )}
 
 

@@ -22,7 +22,8 @@ from .methods import LABELS
 __all__ = ["set_style", "save_figure", "plot_conditioning", "plot_bound_tightness", "plot_gd_damping",
            "plot_trajectories", "plot_error_bands", "plot_training_curves", "plot_iterate_losses",
            "plot_iterate_errors", "plot_stability", "plot_error_vs_residual", "plot_error_vs_time", "plot_shift",
-           "plot_advantage_vs_condition", "plot_alpha_t_sensitivity", "plot_tto_selection", "setting_label"]
+           "plot_advantage_vs_condition", "plot_alpha_t_sensitivity", "plot_tto_selection", "WhatIfFigures",
+           "plot_whatif_fields", "plot_whatif_curves", "setting_label"]
 
 _STYLED = False
 
@@ -498,3 +499,184 @@ def plot_alpha_t_sensitivity(curves: pd.DataFrame, choices: pd.DataFrame,
         ax.set(xscale="symlog", yscale="log", title=panel, xlabel="ENS steps T", ylabel="test rel. L2")
         ax.set_xlim(left=0)
     return _finish_panels(fig, axes, len(panels), path)
+
+
+# ---- the what-if explorer (ens.whatif results) ----------------------------------------------------
+def _finite_max(arrays) -> float:
+    vals = [float(np.nanmax(np.abs(a))) for a in arrays if np.isfinite(a).any()]
+    return max(vals) if vals and max(vals) > 0 else 1.0
+
+
+class WhatIfFigures:
+    """The two figures of an :class:`ens.whatif.Result`, built once per layout and updated in place.
+
+    ``fields``: the input and the reference solution, then per method (columns) its final state, its
+    error ``u - u*`` and its residual ``R(u; c)`` (rows; the last channel, i.e. the last snapshot of a
+    flow). States share the reference's colour scale, errors and residuals one symmetric scale per row
+    across the methods (one colour bar per row), so the columns compare directly; each title gives the
+    method's relative error or residual.
+
+    ``curves``: error and residual against the iteration, error against wall time (ms, on this
+    sample), and, where the DST diagonalises the operator, each method's final error per eigenmode
+    band (smooth to rough). The reference solver's round-off stays out of the curves (the summary has
+    it); single-shot methods are stars.
+
+    :meth:`draw` redraws a new result into the same figures when the layout (the methods, the modal
+    split) is unchanged -- new image data, colour limits, titles and curves, no new axes -- which is
+    what keeps the what-if panel's redraw fast; otherwise it builds new figures.
+    """
+
+    def __init__(self):
+        self.fields = self.curves = None
+        self._layout = None
+
+    def draw(self, result) -> tuple[matplotlib.figure.Figure, matplotlib.figure.Figure]:
+        layout = (tuple(result.methods), result.modes is not None)
+        if layout != self._layout:
+            self.close()
+            self._build(result)
+            self._layout = layout
+        self._update(result)
+        return self.fields, self.curves
+
+    def close(self) -> None:
+        """Forget the figures (the next :meth:`draw` builds new ones)."""
+        self.fields = self.curves = None
+        self._layout = None
+
+    # -- building ----------------------------------------------------------------------------------
+    def _build(self, result) -> None:
+        set_style()
+        self.methods = [m for m in result.methods if m != "reference"]
+        ncol = 2 + len(self.methods)
+        # figures outside pyplot: a notebook's inline backend does not show them by itself at the end
+        # of a cell (the panel shows them as images), and nothing needs closing
+        fig = matplotlib.figure.Figure(figsize=(1.9 * ncol + 0.4, 5.6))
+        axes = fig.subplots(3, ncol + 1, squeeze=False, gridspec_kw={"width_ratios": [1] * ncol + [0.07]})
+        blank = np.zeros((2, 2))
+        self.images = {}
+        for (i, j), ax in np.ndenumerate(axes[:, :ncol]):
+            if i > 0 and j < 2:
+                ax.set_visible(False)
+                continue
+            cmap = "viridis" if (i, j) == (0, 0) else ("PuOr_r" if i == 2 else "RdBu_r")
+            self.images[i, j] = ax.imshow(blank, origin="lower", cmap=cmap, interpolation="nearest")
+            ax.set(xticks=[], yticks=[])
+            ax.grid(False)
+        axes[0, 0].set_title("input c", fontsize="small")
+        axes[0, 1].set_title("reference u*", fontsize="small")
+        for i, name in enumerate(("state u", "error u - u*", "residual R(u)")):
+            key = (i, 2) if ncol > 2 else (0, 1)
+            fig.colorbar(self.images[key], cax=axes[i, ncol]).ax.tick_params(labelsize="x-small")
+            axes[i, ncol].set_ylabel(name, fontsize="small")
+        self.input_bar = None
+        fig.tight_layout(w_pad=0.3, h_pad=0.8)
+        self.fields, self.field_axes = fig, axes
+
+        has_modes = result.modes is not None
+        n = 4 if has_modes else 3
+        fig = matplotlib.figure.Figure(figsize=(3.9 * n, 3.4))
+        axes = fig.subplots(1, n, squeeze=False)[0]
+        palette = _palette()
+        self.lines = {}
+        for m in self.methods:
+            label = LABELS[m]
+            style = {"marker": "*", "ms": 10, "ls": "none"} if m == "surrogate" else {"marker": ".", "ms": 3}
+            self.lines[m] = [ax.plot([], [], color=palette[label], label=label, **style)[0] for ax in axes[:3]]
+        axes[0].set(xscale="symlog", yscale="log", xlabel="iteration", ylabel="rel. L2 error", title="error")
+        axes[1].set(xscale="symlog", yscale="log", xlabel="iteration", ylabel="||R(u)|| / ||R(0)||",
+                    title="residual")
+        axes[2].set(xscale="log", yscale="log", xlabel="wall time on this sample [ms]", ylabel="rel. L2 error",
+                    title="error against time")
+        for ax, xlim in zip(axes[:3], ((0, 100), (0, 100), (1, 1e3))):
+            ax.set(xlim=xlim, ylim=(1e-3, 1))  # placeholders until the first update
+            # minor labels at 2 and 5 only: the default minor labels were most of a redraw's time
+            ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(_minor_2_5))
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # x spans decades
+        self.title = fig.suptitle("", fontsize="medium")
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="upper center", ncol=len(labels), bbox_to_anchor=(0.5, 0.93),
+                   fontsize="small")
+        fig.tight_layout(rect=(0, 0, 1, 0.84))
+        self.curves, self.curve_axes = fig, axes
+
+    # -- updating ----------------------------------------------------------------------------------
+    def _update(self, result) -> None:
+        f, S = result.fields, result.resolution
+        summary = result.summary.set_index("method")
+        scale = {0: _finite_max([f["solution"]]), 1: _finite_max([f[f"{m}:error"] for m in self.methods]),
+                 2: _finite_max([f[f"{m}:residual"] for m in self.methods])}
+        columns = {0: "input", 1: "solution"} | {j: m for j, m in enumerate(self.methods, start=2)}
+        for (i, j), im in self.images.items():
+            m = columns[j]
+            x = f[m] if i == 0 else f[f"{m}:{('', 'error', 'residual')[i]}"]
+            im.set_data(x.T)
+            im.set_extent((-0.5, S - 0.5, -0.5, S - 0.5))
+            if (i, j) == (0, 0):
+                im.set_clim(float(np.nanmin(x)), float(np.nanmax(x)))
+            else:
+                im.set_clim(-scale[i], scale[i])
+            if j < 2:
+                continue
+            row = summary.loc[m]
+            title = (f"{row.label}" + ("" if row.status == "ok" else f" ({row.status})"),
+                     f"error, rel L2 {row.rel_l2:.3g}", f"residual, rel {row.rel_residual:.3g}")[i]
+            im.axes.set_title(title, fontsize="small", color="C3" if row.status != "ok" else "0.15")
+
+        frame = result.trajectories
+        for m, (err, res, err_t) in self.lines.items():
+            d = frame[frame.method == m].sort_values("iteration")
+            err.set_data(d.iteration, d.rel_l2)
+            res.set_data(d.iteration, d.rel_residual)
+            err_t.set_data(1e3 * d.wall_time_s, d.rel_l2)
+            if m != "surrogate":  # a marker per iterate only where they can be told apart (it also
+                for line in (err, res, err_t):  # halves the time to render 500-step curves)
+                    line.set_marker("." if len(d) <= 60 else "")
+        for ax in self.curve_axes[:3]:
+            _autoscale_log(ax)
+        if result.modes is not None:
+            ax = self.curve_axes[3]
+            ax.clear()
+            modes = result.modes[result.modes.method != "reference"]
+            palette, width = _palette(), 0.8 / max(len(self.methods), 1)
+            for k, m in enumerate(self.methods):
+                d = modes[modes.method == m].set_index("band").reindex(BAND_ORDER)
+                ax.bar(np.arange(len(BAND_ORDER)) + (k - (len(self.methods) - 1) / 2) * width, d.rel_l2, width,
+                       color=palette[LABELS[m]])
+            ax.set_xticks(range(len(BAND_ORDER)), BAND_ORDER)
+            ax.set(yscale="log", xlabel="DST eigenmode band (smooth to rough)", ylabel="||P_band e|| / ||u*||",
+                   title="final error per eigenmode band")
+        kappa = f", cond = {result.kappa:.3g}" if np.isfinite(result.kappa) else ""
+        params = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in result.scenario.params) or "training parameters"
+        self.title.set_text(f"{result.scenario.family} ({params}), sample {result.scenario.sample}, "
+                            f"S = {S}{kappa}")
+
+
+def _autoscale_log(ax) -> None:
+    """Fit a log-scaled axis to its lines' finite, positive data."""
+    xs, ys = [], []
+    for line in ax.get_lines():
+        x, y = np.asarray(line.get_xdata(), float), np.asarray(line.get_ydata(), float)
+        ok = np.isfinite(x) & np.isfinite(y) & (y > 0)
+        xs.append(x[ok])
+        ys.append(y[ok])
+    x, y = np.concatenate(xs) if xs else np.array([]), np.concatenate(ys) if ys else np.array([])
+    if len(y):
+        ax.set_ylim(y.min() / 1.5, y.max() * 1.5)
+    if ax.get_xscale() == "log":
+        x = x[x > 0]
+        if len(x):
+            ax.set_xlim(x.min() / 1.5, x.max() * 1.5)
+    elif len(x):
+        ax.set_xlim(-0.3, max(x.max(), 1) * 1.3)
+
+
+def plot_whatif_fields(result, path: str | Path | None = None) -> matplotlib.figure.Figure:
+    """The fields figure of :class:`WhatIfFigures` for one result (saved to ``path`` if given)."""
+    return save_figure(WhatIfFigures().draw(result)[0], path)
+
+
+def plot_whatif_curves(result, path: str | Path | None = None) -> matplotlib.figure.Figure:
+    """The curves figure of :class:`WhatIfFigures` for one result (saved to ``path`` if given)."""
+    return save_figure(WhatIfFigures().draw(result)[1], path)

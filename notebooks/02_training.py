@@ -47,6 +47,7 @@ import pandas as pd
 from IPython.display import display
 
 from ens import notebook, plots
+from ens.checks import check_choice
 from ens.data import generate
 from ens.evaluate import (
     ens_vs_surrogate,
@@ -56,7 +57,6 @@ from ens.evaluate import (
     load_trained,
     require_shipped,
 )
-from ens.checks import check_choice
 from ens.experiments import dataset_spec, in_distribution_setting
 from ens.notebook import sig3
 from ens.pdes import FAMILIES

@@ -60,8 +60,8 @@ import pandas as pd
 from IPython.display import display
 
 from ens import notebook, plots
-from ens.evaluate import require_shipped
 from ens.checks import check_choice
+from ens.evaluate import require_shipped
 from ens.experiments import EVALUATION
 from ens.generalization import (
     STUDIES,

@@ -162,6 +162,13 @@ class PDE:
         problem has no single such operator (the flows: their space-time Jacobian, notebook 03)."""
         return math.nan
 
+    @property
+    def modal_wavenumber(self) -> float | None:
+        """``k`` where the operator is ``Delta_h + k^2`` on the Dirichlet node grid, which the
+        orthonormal DST-I diagonalises (so an error splits into its eigenmode bands,
+        :func:`ens.theory.mode_band_masks`); ``None`` for every other operator."""
+        return None
+
     def operator_norm_bound(self, c: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """An upper bound of ``||dR/du||_2`` at ``u``, per sample ``(B,)``: what ``ens data verify``
         multiplies the float32 storage error by (elliptic families; the periodic flows are checked

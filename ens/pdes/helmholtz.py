@@ -52,6 +52,11 @@ class _ForcedDirichlet(PDE):
         return not self._k2_lam()[1]
 
     @property
+    def modal_wavenumber(self) -> float | None:
+        k2, lam = self._k2_lam()
+        return None if lam else float(np.sqrt(k2))
+
+    @property
     def condition_number_needs_samples(self) -> bool:
         return not self.linear
 
