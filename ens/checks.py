@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import numbers
 
-__all__ = ["check_int", "check_number", "check_choice"]
+__all__ = ["check_int", "check_number", "check_real", "check_choice"]
 
 
 def _is_real(value) -> bool:
@@ -34,6 +34,13 @@ def check_number(value, name: str, *, positive: bool = True, allow_inf: bool = F
     if not ok:
         what = "a positive" if positive else "a non-negative"
         raise ValueError(f"expected {name} to be {what}{'' if allow_inf else ' finite'} number, got {value!r}")
+    return float(value)
+
+
+def check_real(value, name: str) -> float:
+    """A finite real number of either sign (not a bool, not NaN); else ``ValueError``."""
+    if not (_is_real(value) and math.isfinite(value)):
+        raise ValueError(f"expected {name} to be a finite number, got {value!r}")
     return float(value)
 
 

@@ -131,3 +131,22 @@ def test_each_family_declares_its_hooks_on_its_pde_class():
     # the measured generation costs order the jobs: the time-stepped flows, then the LU-based solves
     cost = {f: p.generation_cost for f, p in pdes.items()}
     assert cost["kolmogorov"] > cost["navier_stokes"] > cost["nonlinear_helmholtz"] > cost["darcy"] > cost["poisson"]
+
+
+@pytest.mark.parametrize("family, params, message", [
+    ("poisson", {"forcing_scale": float("nan")}, r"expected forcing_scale to be a positive finite number, got nan"),
+    ("poisson", {"forcing_scale": 0.0}, r"expected forcing_scale to be a positive finite number"),
+    ("poisson", {"grf_alpha": 1.0}, r"expected grf_alpha > 1"),
+    ("poisson", {"grf_tau": "3"}, r"expected grf_tau to be a positive finite number, got '3'"),
+    ("helmholtz", {"k": float("nan")}, r"expected k \(the wavenumber\) to be a non-negative finite number, got nan"),
+    ("helmholtz", {"k": "abc"}, r"expected k \(the wavenumber\) .* got 'abc'"),
+    ("helmholtz", {"k": True}, r"expected k \(the wavenumber\) .* got True"),
+    ("helmholtz", {"k": -1.0}, r"expected k \(the wavenumber\) to be a non-negative"),
+    ("nonlinear_helmholtz", {"lam": float("inf")}, r"expected lam \(the cubic coefficient\) to be a finite number"),
+    ("darcy", {"a_high": "x"}, r"expected a_high \(a permeability\) to be a positive finite number, got 'x'"),
+    ("darcy", {"forcing_scale": float("nan")}, r"expected forcing_scale to be a positive finite number"),
+])
+def test_pde_parameters_are_validated_at_construction(family, params, message):
+    # a NaN wavenumber used to solve to NaN everywhere and a NaN forcing scale to sample NaN forcings
+    with pytest.raises(ValueError, match=message):
+        get_pde(family, **params)

@@ -27,9 +27,9 @@ from typing import ClassVar, NamedTuple
 
 import torch
 
-from ..checks import check_int
+from ..checks import check_int, check_number
 
-__all__ = ["PDE", "Linearization", "check_field", "check_generator"]
+__all__ = ["PDE", "Linearization", "check_field", "check_generator", "check_forcing_law"]
 
 
 class Linearization(NamedTuple):
@@ -70,6 +70,15 @@ def check_field(x, name: str, channels: int, size: int | None = None, min_size: 
     if finite and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or Inf entries")
     return x
+
+
+def check_forcing_law(forcing_scale, grf_alpha, grf_tau) -> None:
+    """Check the parameters of a forcing ``forcing_scale * GRF(grf_alpha, grf_tau)``: a positive
+    finite scale, ``grf_alpha > 1`` (a field with finite variance in 2-D) and ``grf_tau > 0``."""
+    check_number(forcing_scale, "forcing_scale")
+    check_number(grf_tau, "grf_tau")
+    if check_number(grf_alpha, "grf_alpha") <= 1:
+        raise ValueError(f"expected grf_alpha > 1 (a Gaussian random field of finite variance), got {grf_alpha!r}")
 
 
 def check_generator(generator) -> torch.Generator | None:

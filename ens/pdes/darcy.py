@@ -15,7 +15,8 @@ import scipy.sparse.linalg as spla
 import torch
 import torch.nn.functional as F
 
-from .base import PDE
+from ..checks import check_number
+from .base import PDE, check_forcing_law
 from .random_fields import gaussian_random_field
 from .stencil import sparse_condition_number
 
@@ -98,12 +99,11 @@ class Darcy(PDE):
     generation_cost = 0.013  # a sparse LU per sample
 
     def __post_init__(self):
-        if not (self.a_low > 0 and self.a_high > 0):
-            raise ValueError(f"expected positive permeabilities a_low, a_high, got {self.a_low}, {self.a_high}")
+        check_number(self.a_low, "a_low (a permeability)")
+        check_number(self.a_high, "a_high (a permeability)")
         if self.forcing not in FORCINGS:
             raise ValueError(f"unknown forcing {self.forcing!r}; expected one of {FORCINGS}")
-        if not (self.grf_alpha > 1 and self.grf_tau > 0):
-            raise ValueError(f"expected grf_alpha > 1 and grf_tau > 0, got {self.grf_alpha}, {self.grf_tau}")
+        check_forcing_law(self.forcing_scale, self.grf_alpha, self.grf_tau)
 
     condition_number_needs_samples = True
     linear = True

@@ -15,7 +15,8 @@ import scipy.sparse.linalg as spla
 import torch
 import torch.nn.functional as F
 
-from .base import PDE
+from ..checks import check_number, check_real
+from .base import PDE, check_forcing_law
 from .random_fields import gaussian_random_field
 from .stencil import dirichlet_eigenvalues, dst2, laplacian, laplacian_matrix, sparse_condition_number
 
@@ -33,6 +34,12 @@ class _ForcedDirichlet(PDE):
 
     def _k2_lam(self) -> tuple[float, float]:  # pragma: no cover - overridden
         raise NotImplementedError
+
+    def __post_init__(self):
+        check_forcing_law(self.forcing_scale, self.grf_alpha, self.grf_tau)
+        if hasattr(self, "k"):
+            check_number(self.k, "k (the wavenumber)", positive=False)
+            check_real(self.lam, "lam (the cubic coefficient)")
 
     def operator_norm_bound(self, c: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """``8 / h^2 + 3 |lam| max u^2`` (the 5-point Laplacian's norm bound plus the cubic term's
