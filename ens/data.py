@@ -104,9 +104,9 @@ def chunk_seed(seed: int, index: int) -> int:
 
 def chunk_inputs(pde: PDE, S: int, seed: int, index: int, n: int, device="cpu") -> torch.Tensor:
     """The ``n`` inputs of chunk ``index`` of a spec with seed ``seed`` (float64), as
-    :func:`generate_file` draws them. A chunk's first samples are the same for every ``n >= 16``
-    (the super-resolution sets rely on it) but not below: torch draws fewer than 16 normal numbers
-    by another algorithm."""
+    :func:`generate_file` draws them. The draws can depend on ``n``: the first Poisson samples of
+    ``n = 1`` or ``3`` differ from those of ``n = 16`` (measured), so a file's sample is reproduced by
+    drawing its whole chunk."""
     g = torch.Generator().manual_seed(chunk_seed(seed, index))
     return pde.sample_inputs(n, S, g, dtype=torch.float64, device=device)
 

@@ -173,6 +173,10 @@ class FamilySpec:
                 raise ValueError(f"family {self.name!r}: setting {label!r} must match {_SETTING_NAME.pattern} "
                                  f"and not be 'superres' (it names a file)")
 
+    def pde(self, **overrides) -> PDE:
+        """The family's PDE at its training parameters, with ``overrides`` applied."""
+        return get_pde(self.name, **{**self.params, **overrides})
+
     def shift_axes(self) -> list[tuple[str, str, str, str]]:
         """``(axis, family, setting, value)`` rows, axis by axis in order of first appearance, each
         starting with the in-distribution setting."""
@@ -269,7 +273,7 @@ def register_family(spec: FamilySpec, pde_class: type, defaults: dict | None = N
         check_choice(f"size group of {spec.name!r} in profile {profile!r}", spec.size_group, groups)
     FAMILIES[spec.name] = (pde_class, dict(defaults or {}))
     FAMILY_SPECS[spec.name] = spec
-    get_pde(spec.name, **spec.params)  # unknown parameters fail here
+    spec.pde()  # unknown parameters fail here
 
 
 def unregister_family(name: str) -> None:

@@ -569,7 +569,6 @@ class WhatIfFigures:
             key = (i, 2) if ncol > 2 else (0, 1)
             fig.colorbar(self.images[key], cax=axes[i, ncol]).ax.tick_params(labelsize="x-small")
             axes[i, ncol].set_ylabel(name, fontsize="small")
-        self.input_bar = None
         fig.tight_layout(w_pad=0.3, h_pad=0.8)
         self.fields, self.field_axes = fig, axes
 

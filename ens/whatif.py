@@ -51,7 +51,7 @@ from .data import chunk_inputs
 from .experiments import CHUNK_SIZE, EVALUATION, dataset_spec, family_spec, in_distribution_setting, sizes
 from .methods import ENS_RESIDUAL, LABELS, METHOD_SPECS, METHODS, RunContext
 from .paths import results_dir
-from .pdes import FAMILIES, PDE, get_pde
+from .pdes import FAMILIES, PDE
 
 __all__ = ["Scenario", "Result", "WhatIf", "ScenarioError", "GRIDS", "STOPS", "BUDGET_KEYS", "MAX_STEPS",
            "MAX_ALPHA", "FAST_METHODS", "grid_size", "QUESTIONS", "answer", "APP_ENV",
@@ -68,6 +68,8 @@ BUDGET_KEYS = ("gd_steps", "gn_steps", "cg_iterations", "newton_steps", "tto_ste
 #: and alpha 1; ENS's iterates diverge well before alpha 4 on every family)
 MAX_STEPS = 1000
 MAX_ALPHA = 4.0
+#: what each validation choice of a method (:attr:`ens.methods.Method.choice`) is, for progress messages
+_CHOICES = {"tto": "the test-time optimisation's lr and steps", "stop_lowpass": "the residual stop rule's filter"}
 #: the methods that cost a few network passes (the panel draws them first, then the hybrids)
 FAST_METHODS = ("reference", "surrogate", "ens", ENS_RESIDUAL)
 
@@ -208,12 +210,10 @@ class WhatIf:
     def _resolve(self, s: Scenario) -> dict:
         spec = family_spec(s.family)
         knobs = {k.param: k for k in spec.knobs}
-        params = dict(spec.params)
-        for name, value in s.params:
-            if name not in knobs:
-                raise ScenarioError(f"{s.family} has no what-if parameter {name!r}; expected some of {list(knobs)}")
-            params[name] = knobs[name].check(value)
-        pde = get_pde(s.family, **params)
+        unknown = [name for name, _ in s.params if name not in knobs]
+        if unknown:
+            raise ScenarioError(f"{s.family} has no what-if parameter {unknown[0]!r}; expected some of {list(knobs)}")
+        pde = spec.pde(**{name: knobs[name].check(value) for name, value in s.params})
         S = grid_size(self.profile, s.family, s.grid)
         n_test = sizes(self.profile, s.family).n_test
         check_int(s.sample, "sample", 0)
@@ -272,15 +272,17 @@ class WhatIf:
                                      for k in ("ens", "surrogate"))
         return self._store[key]
 
-    def _choice(self, select, family: str, timings, progress):
-        from .evaluate import cached_choice
+    def _choice(self, choice: str, family: str, timings, progress):
+        """The validation choice ``choice`` (a :attr:`ens.methods.Method.choice`) of the family."""
+        from . import evaluate
+        select = {"tto": evaluate.select_tto, "stop_lowpass": evaluate.select_stop_lowpass}[choice]
 
         def compute():
-            return cached_choice(select, self.profile, family, self.cache_dir, checkpoint_root=self.checkpoint_root,
-                                 data_root=self.data_root, device=self.device)[0]
-        what = "the test-time optimisation's lr and steps" if "tto" in select.__name__ else "the stop rule's filter"
-        return self._cached(("choice", family, select.__name__), compute, timings,
-                            f"validation choice: {what} (once per family)", progress)
+            return evaluate.cached_choice(select, self.profile, family, self.cache_dir,
+                                          checkpoint_root=self.checkpoint_root, data_root=self.data_root,
+                                          device=self.device)[0]
+        return self._cached(("choice", family, choice), compute, timings,
+                            f"validation choice: {_CHOICES[choice]} (once per family)", progress)
 
     def _input(self, s: Scenario, r: dict, timings, progress) -> torch.Tensor:
         test = dataset_spec(self.profile, s.family, "test", in_distribution_setting(s.family))
@@ -308,11 +310,11 @@ class WhatIf:
         the validation choice it needs) is not cached yet."""
         spec, b = METHOD_SPECS[m], r["budget"]
         ens, sur = r["ens"], r["sur"]
-        if defer and spec.choice and ("choice", s.family, _select(spec.choice).__name__) not in self._store:
+        if defer and spec.choice and ("choice", s.family, spec.choice) not in self._store:
             return None
-        tto = self._choice(_select("tto"), s.family, timings, progress) if spec.choice == "tto" else None
-        lowpass = (self._choice(_select("stop_lowpass"), s.family, timings, progress)
-                   if spec.choice == "stop_lowpass" else 1.0)
+        chosen = self._choice(spec.choice, s.family, timings, progress) if spec.choice else None
+        tto = chosen if spec.choice == "tto" else None
+        lowpass = chosen if spec.choice == "stop_lowpass" else 1.0
         settings = tuple((k, b[k]) for k in spec.budget)
         if m in ("ens", ENS_RESIDUAL):
             # the what-if alpha and T as the checkpoint's inference choice (T caps the residual rule)
@@ -353,11 +355,6 @@ class WhatIf:
         return Result(s, pde, S, r["methods"], _fields(pde, c, u, trajectories),
                       _frame(s.family, trajectories), _summary(trajectories), float(kappa),
                       _modes(pde, S, u, trajectories), timings)
-
-
-def _select(which: str):
-    from .evaluate import select_stop_lowpass, select_tto
-    return select_tto if which == "tto" else select_stop_lowpass
 
 
 def _last(x: torch.Tensor) -> np.ndarray:

@@ -23,7 +23,7 @@ import re
 import ipywidgets as w
 import matplotlib
 
-from .experiments import family_spec, sizes
+from .experiments import EVALUATION, family_spec, sizes
 from .methods import LABELS, METHOD_SPECS, METHODS
 from .plots import WhatIfFigures
 from .whatif import BUDGET_KEYS, FAST_METHODS, MAX_ALPHA, STOPS, Scenario, WhatIf
@@ -153,26 +153,20 @@ class WhatIfPanel:
 
     def scenario(self) -> Scenario:
         """The scenario the widgets describe (the parameters that differ from the training ones)."""
-        from .pdes import get_pde
         family = self.family.value
-        train = get_pde(family, **family_spec(family).params).params  # every parameter's training value
+        train = family_spec(family).pde().params  # every parameter's training value
         params = {name: wid.value for name, wid in self.knobs.items() if wid.value != train[name]}
-        budget = {k: wid.value for k, wid in self.budget.items()
-                  if wid.value != self.session_budget()[k]}
+        default = EVALUATION[self.session.profile]
+        budget = {k: wid.value for k, wid in self.budget.items() if wid.value != default[k]}
         methods = [m for m, box in self.methods.items() if box.value and not box.disabled]
         return Scenario(family, params, self.sample.value, self.grid.value, tuple(methods), float(self.alpha.value),
                         int(self.steps.value), self.stop.value, budget)
-
-    def session_budget(self) -> dict:
-        from .experiments import EVALUATION
-        return EVALUATION[self.session.profile]
 
     def _family_changed(self, change=None) -> None:
         family = self.family.value
         spec = family_spec(family)
         with self._batch():
-            from .pdes import get_pde
-            values = get_pde(family, **spec.params).params
+            values = spec.pde().params
             self.knobs = {k.param: _knob_widget(k, values[k.param]) for k in spec.knobs}
             for wid in self.knobs.values():
                 wid.observe(self._changed, "value")
@@ -182,7 +176,7 @@ class WhatIfPanel:
             self.grid.options = ["native", "fine"] if spec.superres else ["native"]
             self.grid.value = "native"
             for k, wid in self.budget.items():
-                wid.value = self.session_budget()[k]
+                wid.value = EVALUATION[self.session.profile][k]
             self._reset_ens(redraw=False)
             self._sync_methods()
         self._changed()
@@ -251,7 +245,7 @@ class WhatIfPanel:
                 self._set_status(f"computing {', '.join(pending)} ...")
                 first = self.session.run(s, self._progress)
             self._show(first)
-            bad = first.summary[~first.summary.status.isin(["ok"])]
+            bad = first.summary[first.summary.status != "ok"]
             note = "; ".join(f"{r.label}: {r.status} ({r.message})" for r in bad.itertuples())
             self._set_status("up to date" + (f" &mdash; <span style='color:#b00'>{html.escape(note)}</span>"
                                              if note else ""), "#2a7d2a")

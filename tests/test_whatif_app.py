@@ -22,8 +22,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # the flags a sandboxed CI machine with no network needs (no GPU, no background connections)
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
-#: the panel's first draw on the default profile (the validation choice of test-time optimisation
-#: included) took 25-40 s on the 2-core CPU; a redraw after an alpha change well under a second
+#: the whole test (Voila's start, the notebook, the panel's first draw on the default profile, the
+#: slider's redraw) took 33-37 s on the 2-core CPU; the margin is for a busy machine
 READY_S = 300
 
 
