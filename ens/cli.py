@@ -20,11 +20,16 @@ checkpoints go to ``--out``, else ``$ENS_CHECKPOINT_DIR``, else ``data/checkpoin
 ``<profile>/<family>_<kind>.pt``. Missing training data are generated first.
 Exit status: 0 on success, 1 when ``verify`` finds a bad or missing file or ``generate``
 refused to overwrite a corrupt one, 2 for invalid arguments (argparse lists the valid choices).
+An expected failure -- a corrupt, foreign or missing file, a full disk, a diverged run -- ends
+with one line ``error: ...`` saying what was expected, and exit status 1; Ctrl-C ends with
+``interrupted: ...`` and 130 (finished files and checkpoints are kept, partial runs resume).
+``--debug`` (or ``ENS_DEBUG=1``) shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import time
@@ -39,13 +44,16 @@ __all__ = ["main", "run", "build_parser"]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ens", description="Error-Conditioned Neural Solvers companion")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=bool(os.environ.get("ENS_DEBUG")),
+                        help="show the traceback of a failure instead of one line (also: ENS_DEBUG=1)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     data = commands.add_parser("data", help="generate, verify and list the datasets",
                                description="Datasets of every paper setting (HDF5 + manifest.json)")
     actions = data.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     def add(name, help, profile_required=True, filters=True):
-        p = actions.add_parser(name, help=help, description=help)
+        p = actions.add_parser(name, parents=[common], help=help, description=help)
         p.add_argument("--profile", choices=PROFILES, required=profile_required,
                        help="run profile (sizes)" + ("" if profile_required else "; all profiles if omitted"))
         if filters:
@@ -57,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = add("generate", "generate missing, unrecorded or stale datasets; keep valid ones")
     gen.add_argument("--repair", action="store_true", help="also regenerate files whose checksum is wrong")
-    gen.add_argument("--device", default="cpu", help="torch device for sampling and solving (default: cpu)")
+    gen.add_argument("--device", type=_device, default="cpu", help="torch device for sampling and solving (default: cpu)")
     gen.add_argument("--workers", type=_positive_int, default=None,
                      help="files generated at once, one process of one torch thread each, the longest first "
                           "(default: $ENS_WORKERS or the number of cores; the same bytes)")
@@ -67,23 +75,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .models import SCALINGS
     from .train import KINDS, UNROLLS
-    tr = commands.add_parser("train", help="train ENS and/or the surrogate of a family",
+    tr = commands.add_parser("train", parents=[common], help="train ENS and/or the surrogate of a family",
                              description="Train on the profile's train split, select alpha/T on its validation split")
     tr.add_argument("--profile", choices=PROFILES, required=True, help="run profile (data sizes and budget)")
     which = tr.add_mutually_exclusive_group(required=True)
     which.add_argument("--family", choices=list(FAMILIES), help="train this PDE family")
     which.add_argument("--all", action="store_true", help="train every family")
     tr.add_argument("--kind", choices=list(KINDS) + ["both"], default="both", help="which model (default: both)")
-    tr.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    tr.add_argument("--device", type=_device, default="cpu", help="torch device (default: cpu)")
     tr.add_argument("--out", help="checkpoint root (default: $ENS_CHECKPOINT_DIR or data/checkpoints)")
     tr.add_argument("--root", help="data root (default: $ENS_DATA_DIR or data/)")
     tr.add_argument("--no-resume", action="store_true", help="start over even if a finished or partial run exists")
     tr.add_argument("--epochs", type=_positive_int, help="override the profile's number of epochs")
     tr.add_argument("--unroll", choices=UNROLLS, help="override the unroll variant (default: full)")
     tr.add_argument("--scaling", choices=SCALINGS, help="override the residual scaling (default: constant)")
-    tr.add_argument("--seed", type=_positive_int, help="override the seed (default: 33)")
+    tr.add_argument("--seed", type=_seed, help="override the seed, 1 to 2**63 - 1 (default: 33)")
 
-    ev = commands.add_parser("evaluate", help="every method on the test settings of a profile (tidy CSV tables)",
+    ev = commands.add_parser("evaluate", parents=[common], help="every method on the test settings of a profile (tidy CSV tables)",
                              description="Run the reference solver, surrogate, ENS, GD, Gauss-Newton, Newton and "
                                          "test-time optimisation on each family's in-distribution and ill-conditioned "
                                          "test sets; write OUT/trajectories/*.csv and OUT/summary.csv (resumable)")
@@ -92,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default=None, help="output folder (default: results/<profile>)")
     _add_run_arguments(ev)
 
-    ge = commands.add_parser("generalize", help="zero-shot shift, cross-equation and super-resolution studies",
+    ge = commands.add_parser("generalize", parents=[common], help="zero-shot shift, cross-equation and super-resolution studies",
                              description="Run every method of `ens evaluate` plus ENS with the residual stop rule on "
                                          "each study's test sets, then the alpha/T sensitivity sweep on the zero-shot "
                                          "and cross-equation sets; write OUT/<study>/ and OUT/sensitivity/ (resumable)")
@@ -103,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--out", default=None, help="output folder (default: results/04_<profile>, notebook 04's)")
     _add_run_arguments(ge)
 
-    st = commands.add_parser("study", help="the recipe study: one ENS per recipe variant, validation errors",
+    st = commands.add_parser("study", parents=[common], help="the recipe study: one ENS per recipe variant, validation errors",
                              description="Train one ENS per variant of ens.train.RECIPE_VARIANTS (same data, seed, "
                                          "budget) and write the validation table to OUT/recipe_<profile>_<family>.csv")
     st.add_argument("--profile", choices=PROFILES, default="default", help="data profile (default: default)")
@@ -113,12 +121,34 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--out", default=None, help="output folder (default: data/studies of the checkout)")
     st.add_argument("--work", default=None, help="folder for the runs' checkpoints (default: OUT/runs)")
     st.add_argument("--root", help="data root (default: $ENS_DATA_DIR or data/)")
-    st.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    pu = commands.add_parser("publish", help="publish a default-profile `make reproduce` run",
+    st.add_argument("--device", type=_device, default="cpu", help="torch device (default: cpu)")
+    pu = commands.add_parser("publish", parents=[common], help="publish a default-profile `make reproduce` run",
                              description="Copy the executed notebooks of RESULTS over notebooks/*.ipynb, their tables "
                                          "to reports/default/ and rewrite the README's result tables (ens.report)")
     pu.add_argument("--results", default=str(results_dir()), help="the run's folder (default: results/)")
     return parser
+
+
+def _seed(text: str) -> int:
+    value = _positive_int(text)
+    if value >= 2 ** 63:  # torch generators take 64-bit seeds; the data seeds are derived from it
+        raise argparse.ArgumentTypeError(f"expected a seed between 1 and 2**63 - 1, got {value}")
+    return value
+
+
+def _device(text: str) -> str:
+    import torch
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"expected a torch device such as cpu, cuda or cuda:1, got {text!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"expected an available device: CUDA is not available here "
+                                         f"(torch {torch.__version__}), use cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"expected a CUDA device index below {torch.cuda.device_count()}, "
+                                         f"got {device.index}")
+    return text
 
 
 def _positive_int(text: str) -> int:
@@ -132,8 +162,7 @@ def _positive_int(text: str) -> int:
 
 
 def _train(args) -> int:
-    from .models import load_checkpoint
-    from .train import KINDS, TrainConfig, train
+    from .train import KINDS, TrainConfig, load_trained, train
     overrides = {k: getattr(args, k) for k in ("epochs", "unroll", "scaling", "seed") if getattr(args, k) is not None}
     families = list(FAMILIES) if args.all else [args.family]
     kinds = list(KINDS) if args.kind == "both" else [args.kind]
@@ -143,7 +172,7 @@ def _train(args) -> int:
             t0 = time.perf_counter()
             path = train(config, out_dir=args.out, data_root=args.root, device=args.device,
                          resume=not args.no_resume, log=print)
-            ck = load_checkpoint(path)
+            ck = load_trained(args.profile, family, kind, args.out)
             inf = ck.inference
             extra = f", alpha={inf['alpha']:g}, T={inf['steps']}" if ck.kind == "ens" else ""
             print(f"{family} {kind}: validation rel L2 {inf['val_rel_l2']:.4g}{extra}; "
@@ -204,7 +233,7 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Where trained models are evaluated: data and checkpoint roots, device."""
     p.add_argument("--root", help="data root (default: $ENS_DATA_DIR or data/)")
     p.add_argument("--checkpoints", help="checkpoint root (default: $ENS_CHECKPOINT_DIR or data/checkpoints)")
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--device", type=_device, default="cpu", help="torch device (default: cpu)")
     p.add_argument("--workers", type=_positive_int, default=None,
                    help="processes for the method runs, one torch thread each (default: $ENS_WORKERS or the CPU count)")
     p.add_argument("--cache", help="cache of finished method runs, shared with the notebooks "
@@ -277,10 +306,46 @@ def _study(args) -> int:
     return 0
 
 
+def _one_line(err: BaseException) -> str:
+    """An expected failure's message on one line (an OSError's with its file)."""
+    if isinstance(err, OSError) and err.errno is not None and err.strerror:
+        text = f"{err.strerror}: {err.filename}" if err.filename else err.strerror
+        if err.errno == errno.ENOSPC and "no space left for" not in text:
+            text += " (no space left on the device: free some, or choose another --root / --out)"
+    else:
+        text = str(err) or type(err).__name__
+    return " ".join(text.split())
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
+    """Run the command line; returns the exit status. Expected failures (see the module docstring)
+    print one line to stderr and return 1 (130 for Ctrl-C), unless ``--debug``."""
+    from .data import CorruptDataError
+    from .solvers import DivergenceError
     args = build_parser().parse_args(argv)
     tune_allocator()
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("interrupted: finished files and checkpoints are kept; rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+    except (ValueError, OSError, FloatingPointError, CorruptDataError, DivergenceError) as err:
+        if args.debug:
+            raise
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            # an HDF5 write that failed for want of space leaves the library in a state whose clean-up
+            # (when the failed file object is freed) segfaults; leave now, nothing is half-written
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
+        return 1
+
+
+def _dispatch(args) -> int:
     if args.command == "train":
         return _train(args)
     if args.command == "study":

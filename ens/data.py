@@ -51,12 +51,12 @@ tolerance that says why the residual is not zero:
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
+import errno
 import hashlib
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +69,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .experiments import DatasetSpec
-from .paths import data_root
+from .paths import data_root, fsync_path, locked, sha256sum, write_json
 from .pdes import PDE
 
 __all__ = ["GENERATOR_VERSION", "ELLIPTIC_SOLVER_RTOL", "TRUNCATION_FACTOR", "chunk_seed", "chunk_inputs", "sha256sum",
@@ -111,52 +111,35 @@ def chunk_inputs(pde: PDE, S: int, seed: int, index: int, n: int, device="cpu") 
     return pde.sample_inputs(n, S, g, dtype=torch.float64, device=device)
 
 
-def sha256sum(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 # ---- manifest ---------------------------------------------------------------------------------
 def read_manifest(profile_dir: Path) -> dict:
     """The manifest ``{"files": {relative path: entry}}`` of a profile directory (empty if absent)."""
     path = Path(profile_dir) / MANIFEST
     if not path.exists():
         return {"files": {}}
+    fix = "delete it and rerun `ens data generate` to rebuild it (every file is then regenerated)"
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise CorruptDataError(f"{path} is not valid JSON ({err}); delete it and rerun "
-                               f"`ens data generate` to rebuild it (every file is then regenerated)") from err
-
-
-@contextlib.contextmanager
-def _manifest_lock(profile_dir: Path):
-    with open(profile_dir / ".manifest.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        yield
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CorruptDataError(f"{path} is not valid JSON ({err}); {fix}") from err
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise CorruptDataError(f"{path} is not a dataset manifest (expected an object with a \"files\" "
+                               f"object); {fix}")
+    for name, entry in manifest["files"].items():
+        kinds = {"sha256": str, "bytes": int, "spec": dict, "generator_version": int}
+        if not isinstance(entry, dict) or any(not isinstance(entry.get(k), t) for k, t in kinds.items()):
+            raise CorruptDataError(f"{path}: the entry of {name!r} lacks one of {sorted(kinds)} (expected what "
+                                   f"`ens data generate` records); {fix}")
+    return manifest
 
 
 def _record(profile_dir: Path, spec: DatasetSpec, entry: dict) -> None:
     """Set a file's manifest entry; the manifest is rewritten atomically, under a lock."""
-    with _manifest_lock(profile_dir):
+    with locked(profile_dir):
         manifest = read_manifest(profile_dir)
         manifest["profile"] = spec.profile
         manifest["files"][spec.path] = entry
-        tmp = profile_dir / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-        _fsync(tmp)
-        os.replace(tmp, profile_dir / MANIFEST)
+        write_json(manifest, profile_dir / MANIFEST)
 
 
 # ---- generation -------------------------------------------------------------------------------
@@ -167,9 +150,18 @@ def generate_file(spec: DatasetSpec, path: str | os.PathLike, device="cpu", prog
     terminal only.
     """
     path = Path(path)
+    if path.parent.exists() and not path.parent.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"expected a folder for the {spec.family} datasets, found a file "
+                                 f"(move it away)", str(path.parent))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     pde, S, n = spec.pde(), spec.resolution, spec.n_samples
+    need = 4 * n * (pde.in_channels + pde.out_channels) * S * S * 1.02 + 2 ** 20  # the data, chunk index, header
+    free = shutil.disk_usage(path.parent).free
+    if free < need:  # HDF5 cannot recover from a full disk (h5py crashes at exit), so refuse before writing
+        raise OSError(errno.ENOSPC, f"no space left for {spec.path}: it needs about {need / 2 ** 20:.2f} MiB, "
+                      f"{free / 2 ** 20:.2f} MiB are free; free some or choose another data root (--root)",
+                      str(path.parent))
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # a concurrent run writes its own
     attrs = {"spec": spec.to_json(), "params": json.dumps(pde.params, sort_keys=True), "seed": spec.seed,
              "resolution": S, "generator_version": GENERATOR_VERSION, "ens_version": __version__,
              "torch_version": str(torch.__version__), "device": torch.device(device).type}
@@ -188,9 +180,9 @@ def generate_file(spec: DatasetSpec, path: str | os.PathLike, device="cpu", prog
                     for dset, x in zip(dsets, (c, u)):
                         dset[start:start + m] = x.to(torch.float32).cpu().numpy()
                     bar.update(m)
-        _fsync(tmp)
+        fsync_path(tmp)
         os.replace(tmp, path)
-        _fsync(path.parent)
+        fsync_path(path.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -205,6 +197,9 @@ def file_status(spec: DatasetSpec, root=None, manifest: dict | None = None, chec
     path = profile_dir / spec.path
     if not path.exists():
         return "missing"
+    if not path.is_file():
+        raise CorruptDataError(f"{path} is not a file (expected the HDF5 file of {spec.path}); move it away and "
+                               f"rerun `ens data generate --profile {spec.profile}`")
     entry = (manifest if manifest is not None else read_manifest(profile_dir))["files"].get(spec.path)
     if entry is None:
         return "unrecorded"
@@ -223,17 +218,24 @@ def generation_cost(spec: DatasetSpec) -> float:
     return spec.pde().generation_cost * spec.n_samples * (spec.resolution / 64) ** 2
 
 
-def _generate_job(job: tuple) -> float:
-    """Generate one spec's file and record it in the manifest; returns the seconds it took."""
-    spec, root, device, progress = job
+def _generate_job(job: tuple) -> float | None:
+    """Generate one spec's file and record it in the manifest; returns the seconds it took, or None
+    when a concurrent run on the same data root wrote it meanwhile (the file is locked while it is
+    generated, so the second run waits for the first and then keeps its file)."""
+    spec, root, device, progress, repair = job
     t0 = time.perf_counter()
     profile_dir = data_root(root) / spec.profile
     path = profile_dir / spec.path
-    generate_file(spec, path, device=device, progress=progress)
-    _record(profile_dir, spec, {"sha256": sha256sum(path), "bytes": path.stat().st_size,
-                                "spec": spec.to_dict(), "params": spec.pde().params,
-                                "generator_version": GENERATOR_VERSION,
-                                "device": torch.device(device).type, "torch_version": str(torch.__version__)})
+    profile_dir.mkdir(parents=True, exist_ok=True)
+    with locked(profile_dir, f".{spec.path.replace('/', '__')}.lock"):
+        status = file_status(spec, root)
+        if status == "ok" or (status == "corrupt" and not repair):
+            return None
+        generate_file(spec, path, device=device, progress=progress)
+        _record(profile_dir, spec, {"sha256": sha256sum(path), "bytes": path.stat().st_size,
+                                    "spec": spec.to_dict(), "params": spec.pde().params,
+                                    "generator_version": GENERATOR_VERSION,
+                                    "device": torch.device(device).type, "torch_version": str(torch.__version__)})
     return time.perf_counter() - t0
 
 
@@ -248,7 +250,8 @@ def generate(specs: Iterable[DatasetSpec], *, root=None, repair: bool = False, d
     ``"regenerated"`` (stale or unrecorded), ``"repaired"`` or ``"refused"``; ``log`` receives
     a line per file and a summary per family. ``workers > 1`` generates the files in that many
     processes of one torch thread each (:func:`ens.workers.map_jobs`; the bytes do not depend on
-    the thread count, and the manifest is updated under a lock).
+    the thread count, and the manifest is updated under a lock). Runs on one data root may overlap:
+    each file is generated under its own lock, so a second run waits for it and keeps it.
     """
     from .workers import map_jobs
     log = log or (lambda msg: None)
@@ -269,6 +272,10 @@ def generate(specs: Iterable[DatasetSpec], *, root=None, repair: bool = False, d
     def done(item, dt):
         tag, spec, status = item
         path = data_root(root) / spec.profile / spec.path
+        if dt is None:
+            actions[spec] = "kept"
+            log(f"{tag}: written by a concurrent run on this data root meanwhile (checksum matches), kept")
+            return
         actions[spec] = {"missing": "generated", "corrupt": "repaired"}.get(status, "regenerated")
         n, total = totals.get(spec.family, (0, 0.0))
         totals[spec.family] = (n + spec.n_samples, total + dt)
@@ -277,10 +284,10 @@ def generate(specs: Iterable[DatasetSpec], *, root=None, repair: bool = False, d
 
     if workers == 1:  # one file after the other, each reported when it is written
         for item in todo:
-            done(item, _generate_job((item[1], root, device, progress)))
+            done(item, _generate_job((item[1], root, device, progress, repair)))
     else:  # the longest first, so that no worker is left alone with a long file at the end
         todo.sort(key=lambda item: -generation_cost(item[1]))
-        jobs = [(spec, root, device, False) for _, spec, _ in todo]
+        jobs = [(spec, root, device, False, repair) for _, spec, _ in todo]
         for item, dt in zip(todo, map_jobs(_generate_job, jobs, workers=workers, threads=1)):
             done(item, dt)
     for fam, (n, total) in totals.items():

@@ -32,7 +32,7 @@ from .checks import check_choice
 from .data import file_status, generate, load_dataset, read_manifest, sha256sum
 from .experiments import EVALUATION, ILL_CONDITIONED, TestSet, dataset_spec, in_distribution_setting, test_sets
 from .methods import ENS_RESIDUAL, METHOD_SPECS, METHODS, RunContext, method_spec, methods_for
-from .models import Checkpoint, load_checkpoint
+from .models import Checkpoint
 from .paths import data_root as _data_root
 from .paths import write_csv
 from .solvers import (
@@ -40,7 +40,7 @@ from .solvers import (
     ens_solve,
     test_time_optimisation,
 )
-from .train import checkpoint_path, evaluate_split
+from .train import checkpoint_path, evaluate_split, load_trained
 from .workers import map_jobs, run_threads
 
 __all__ = ["load_trained", "history_frame", "iterate_loss_frame", "iterate_errors", "ens_vs_surrogate",
@@ -56,11 +56,6 @@ __all__ = ["load_trained", "history_frame", "iterate_loss_frame", "iterate_error
 #: candidate low-pass fractions of the residual stop rule (1: the plain residual norm)
 STOP_LOWPASS = (1.0, 0.5, 0.25, 0.125)
 _ENS_ROWS = ("ens", ENS_RESIDUAL)
-
-
-def load_trained(profile: str, family: str, kind: str, root=None) -> Checkpoint:
-    """The trained checkpoint ``<root>/<profile>/<family>_<kind>.pt`` (see :func:`ens.train.checkpoint_path`)."""
-    return load_checkpoint(checkpoint_path(profile, family, kind, root), family=family)
 
 
 def shipped_families(profile: str, families=None, root=None) -> tuple[list[str], list[str]]:

@@ -47,11 +47,15 @@ from .experiments import TRAINING, dataset_spec, in_distribution_setting
 from .models import (
     BACKBONES,
     SCALINGS,
+    Checkpoint,
+    CheckpointError,
     NeuralSolver,
     Normalization,
     ResidualScaling,
     build_backbone,
     load_checkpoint,
+    read_checkpoint,
+    record_checkpoint,
     save_checkpoint,
 )
 from .models.checkpoint import solver_state
@@ -59,7 +63,7 @@ from .paths import checkpoint_root, studies_dir
 from .pdes import FAMILIES, PDE
 from .solvers import ens_solve, surrogate_solve
 
-__all__ = ["TrainConfig", "KINDS", "UNROLLS", "RECIPE_VARIANTS", "checkpoint_dir", "checkpoint_path",
+__all__ = ["TrainConfig", "KINDS", "UNROLLS", "RECIPE_VARIANTS", "checkpoint_dir", "checkpoint_path", "load_trained",
            "unrolled_loss", "train", "select_inference", "evaluate_split", "recipe_study", "recipe_study_path", "recipe_summary"]
 
 KINDS = ("ens", "surrogate")
@@ -149,6 +153,13 @@ def checkpoint_dir(profile: str, root: str | os.PathLike | None = None) -> Path:
 def checkpoint_path(profile: str, family: str, kind: str, root=None) -> Path:
     check_choice("kind", kind, KINDS)
     return checkpoint_dir(profile, root) / f"{family}_{kind}.pt"
+
+
+def load_trained(profile: str, family: str, kind: str, root=None) -> Checkpoint:
+    """The trained checkpoint of a role, ``<root>/<profile>/<family>_<kind>.pt``, verified
+    (:func:`ens.models.read_checkpoint`) and checked to be that family's ``kind`` trained at
+    ``profile`` (a file copied over another role's is refused)."""
+    return load_checkpoint(checkpoint_path(profile, family, kind, root), family=family, kind=kind, profile=profile)
 
 
 # ---- the unrolled loss -------------------------------------------------------------------------
@@ -273,8 +284,12 @@ def train(config: TrainConfig, *, out_dir=None, data_root=None, device="cpu", re
     state = {"epoch": 0, "batch": 0, "sums": [0.0] * (config.steps + 1 if config.kind == "ens" else 1),
              "loss_sum": 0.0, "history": [], "best": None, "best_val": math.inf, "wall_time_s": 0.0}
     if resume and last_path.exists():
-        raw = torch.load(last_path, map_location=device, weights_only=True)
-        if raw.get("config") != config.to_dict():
+        try:
+            raw = read_checkpoint(last_path, map_location=device)
+        except CheckpointError as err:
+            raise CheckpointError(f"{err}. It is the partial run's state: delete it or pass resume=False "
+                                  f"(--no-resume) to start over") from None
+        if raw.get("config") != config.to_dict() or "resume" not in raw:
             raise ValueError(f"{last_path} belongs to a run with another configuration; delete it or pass "
                              f"resume=False (--no-resume) to start over")
         model.load_state_dict(raw["resume"]["model"])
@@ -284,6 +299,12 @@ def train(config: TrainConfig, *, out_dir=None, data_root=None, device="cpu", re
         state = raw["resume"]["state"]
         log(f"{config.name}: resuming at epoch {state['epoch'] + 1}, batch {state['batch']}")
     elif final_path.exists() and resume:
+        have = read_checkpoint(final_path).get("config")
+        if have != config.to_dict():
+            diff = {k: (have.get(k) if isinstance(have, dict) else None, v) for k, v in config.to_dict().items()
+                    if not isinstance(have, dict) or have.get(k) != v}
+            raise CheckpointError(f"{final_path} was trained with another configuration (file, requested: {diff}); "
+                                  f"pass resume=False (--no-resume) to retrain it, or --out to train elsewhere")
         log(f"{config.name}: {final_path} exists, nothing to do (pass resume=False to retrain)")
         return final_path
 
@@ -387,6 +408,7 @@ def train(config: TrainConfig, *, out_dir=None, data_root=None, device="cpu", re
                          "device": device.type, "torch_version": str(torch.__version__),
                          "threads": torch.get_num_threads()}
     save_checkpoint(final, final_path)
+    record_checkpoint(final_path)
     last_path.unlink(missing_ok=True)
     log(f"{config.name}: wrote {final_path} ({final_path.stat().st_size / 2 ** 20:.1f} MiB)")
     return final_path
@@ -462,7 +484,7 @@ def recipe_study(profile: str, family: str, out_dir: str | os.PathLike, *, varia
     for name, variant in variants.items():
         config = TrainConfig.for_profile(profile, family, "ens", **{**overrides, **variant})
         path = train(config, out_dir=Path(out_dir) / slugs[name], data_root=data_root, device=device, log=log)
-        ck = load_checkpoint(path)
+        ck = load_checkpoint(path, family=family, kind="ens", profile=profile)
         inf = ck.inference
         frames.append(pd.DataFrame(inf["table"]).assign(
             variant=name, chosen_alpha=inf["alpha"], chosen_steps=inf["steps"], best_val_rel_l2=inf["val_rel_l2"],

@@ -264,7 +264,8 @@ class WhatIf:
         command that trains missing ones."""
         key = ("checkpoints", family)
         if key not in self._store:
-            from .evaluate import load_trained, shipped_families
+            from .evaluate import shipped_families
+            from .train import load_trained
             if family not in shipped_families(self.profile, [family], self.checkpoint_root)[0]:
                 raise ScenarioError(f"no {self.profile} checkpoints of {family}: train them with `ens train "
                                     f"--profile {self.profile} --family {family}`")

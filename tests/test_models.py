@@ -383,11 +383,11 @@ def test_checkpoint_for_another_problem_is_refused_with_its_family(tmp_path):
     pde = get_pde("poisson")
     model, _ = tiny_solver(pde)
     path = save_checkpoint(_payload(model, pde, "poisson"), tmp_path / "p.pt")
-    with pytest.raises(CheckpointError, match="family='poisson', expected 'darcy'.*trained for poisson"):
+    with pytest.raises(CheckpointError, match="family='poisson', expected 'darcy'.*the ens of poisson"):
         load_checkpoint(path, family="darcy")
-    with pytest.raises(CheckpointError, match="in_channels=1, expected 2.*trained for poisson"):
+    with pytest.raises(CheckpointError, match="in_channels=1, expected 2.*the ens of poisson"):
         load_checkpoint(path, in_channels=2)
-    with pytest.raises(CheckpointError, match="out_channels=1, expected 10.*trained for poisson"):
+    with pytest.raises(CheckpointError, match="out_channels=1, expected 10.*the ens of poisson"):
         load_checkpoint(path, out_channels=10)
     assert issubclass(CheckpointError, ValueError)
 
@@ -419,11 +419,11 @@ def test_corrupt_truncated_and_foreign_files_raise_checkpoint_error(tmp_path):
     torch.save({**raw, "format_version": FORMAT_VERSION + 1}, foreign)
     with pytest.raises(CheckpointError, match="format version"):
         load_checkpoint(foreign)
-    torch.save({k: v for k, v in raw.items() if k != "normalization"}, foreign)
+    save_checkpoint({k: v for k, v in raw.items() if k != "normalization"}, foreign)
     with pytest.raises(CheckpointError, match="lacks the entries.*normalization"):
         load_checkpoint(foreign)
     raw["predictor"]["kwargs"]["width"] = 16
-    torch.save(raw, foreign)
+    save_checkpoint(raw, foreign)
     with pytest.raises(CheckpointError, match="does not rebuild its model"):
         load_checkpoint(foreign)
 

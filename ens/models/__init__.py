@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from torch import nn
 
-from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    load_checkpoint,
+    read_checkpoint,
+    record_checkpoint,
+    save_checkpoint,
+)
 from .fno_cnn import FNOCNN
 from .neural_solver import SCALINGS, NeuralSolver, Normalization, ResidualScaling, grid_spacing, lowpass
 from .unet import UNet
 
 __all__ = ["BACKBONES", "build_backbone", "FNOCNN", "UNet", "NeuralSolver", "Normalization", "ResidualScaling",
            "SCALINGS", "grid_spacing", "lowpass", "Checkpoint", "CheckpointError", "load_checkpoint",
-           "save_checkpoint"]
+           "read_checkpoint", "record_checkpoint", "save_checkpoint"]
 
 #: backbone name -> class; constructor arguments are (in_channels, out_channels, **kwargs)
 BACKBONES: dict[str, type[nn.Module]] = {"fno_cnn": FNOCNN, "unet": UNet}

@@ -187,6 +187,10 @@ class NeuralSolver(nn.Module):
     def _net(self, net: nn.Module, pde: PDE, x: torch.Tensor) -> torch.Tensor:
         """``net(x)``, with the wrap padding (:meth:`wrap_pad`) passed only when there is any, so
         any ``nn.Module`` serves as a network at the training resolution."""
+        weight = next(net.parameters(), None)
+        if weight is not None and weight.dtype != x.dtype:
+            raise TypeError(f"expected {weight.dtype} inputs, the model's dtype, got {x.dtype}: convert the inputs "
+                            f"(c.to({weight.dtype})) or the model (model.to({x.dtype}))")
         p = self.wrap_pad(pde, x.shape[-1])
         return net(x, p) if p else net(x)
 
