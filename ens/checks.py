@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import numbers
 
-__all__ = ["check_int", "check_number", "check_real", "check_choice"]
+__all__ = ["check_int", "check_number", "check_real", "check_choice", "check_choices", "check_optional_int"]
 
 
 def _is_real(value) -> bool:
@@ -48,3 +48,33 @@ def check_choice(kind: str, value, choices) -> None:
     """Raise ``ValueError`` naming the valid choices if ``value`` is not one of them."""
     if value not in choices:
         raise ValueError(f"unknown {kind} {value!r}; expected one of {list(choices)}")
+
+
+def check_choices(name: str, values, choices, kind: str = "item") -> list | None:
+    """``None``, or ``values`` as a list (duplicates dropped, order kept) if it is a list or tuple
+    whose every item is one of ``choices``; a string -- for example the text ``'["poisson"]'``
+    that ``papermill -p`` passes -- is refused with the expected form."""
+    if values is None:
+        return None
+    example = list(choices)[:2]
+    if isinstance(values, str) or not isinstance(values, (list, tuple)):
+        got = f"the string {values!r}" if isinstance(values, str) else f"{type(values).__name__} {values!r}"
+        raise ValueError(f"expected {name} to be None or a list such as {example} (papermill: -y '{name}: "
+                         f"[{', '.join(example)}]'), got {got}")
+    if not values:
+        raise ValueError(f"expected {name} to be None or a non-empty list such as {example}, got {values!r}")
+    for v in values:
+        check_choice(f"{kind} in {name}", v, choices)
+    return list(dict.fromkeys(values))
+
+
+def check_optional_int(value, name: str, minimum: int = 1) -> int | None:
+    """``None``, or ``value`` checked by :func:`check_int` (so ``0`` is refused where ``minimum``
+    is 1: it never means "unset")."""
+    if value is None:
+        return None
+    try:
+        return check_int(value, name, minimum)
+    except ValueError:
+        what = {0: "a non-negative int", 1: "a positive int"}.get(minimum, f"an int >= {minimum}")
+        raise ValueError(f"expected {name} to be None or {what}, got {value!r}") from None

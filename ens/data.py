@@ -16,10 +16,12 @@ byte-identical files with the same torch version on the same device type.
 Generation. Chunk ``i`` of a spec holds samples ``[i c, (i + 1) c)`` (``c = spec.chunk_size``),
 drawn with ``pde.sample_inputs`` from a ``torch.Generator`` seeded with ``chunk_seed(spec.seed,
 i)`` and solved with ``pde.solve`` in float64, then stored as float32. A file is written to
-``<name>.h5.tmp``, flushed to disk (fsync), renamed over ``<name>.h5`` and only then entered in
-the manifest, which is itself rewritten atomically (temporary file, fsync, rename) under a lock.
-So a run killed at any point leaves complete, recorded files, at most one stale ``.tmp`` file
-and at most one complete file not yet recorded; a rerun keeps every file whose sha256 matches
+``<name>.h5.<pid>.tmp``, flushed to disk (fsync), renamed over ``<name>.h5`` and only then entered
+in the manifest, which is itself rewritten atomically (temporary file, fsync, rename) under a lock.
+Each file is generated under its own lock (``.<family>__<name>.h5.lock`` in the profile folder), so
+two runs on one root never write the same file at once. A run killed at any point leaves complete,
+recorded files, stale ``.tmp`` files (removed by the next run that takes the file's lock) and at
+most one complete file not yet recorded; a rerun keeps every file whose sha256 matches
 the manifest and regenerates the others from scratch. Since a file depends only on its spec,
 the interrupted and resumed run ends with the same checksums as an uninterrupted one. A file
 whose checksum does not match the manifest is *corrupt*: it is reported and never used or
@@ -144,7 +146,7 @@ def _record(profile_dir: Path, spec: DatasetSpec, entry: dict) -> None:
 
 # ---- generation -------------------------------------------------------------------------------
 def generate_file(spec: DatasetSpec, path: str | os.PathLike, device="cpu", progress: bool | None = None) -> None:
-    """Generate ``spec`` into the HDF5 file ``path`` (via ``<path>.tmp``, fsync and rename).
+    """Generate ``spec`` into the HDF5 file ``path`` (via ``<path>.<pid>.tmp``, fsync and rename).
 
     The temporary file is removed if generation raises. ``progress=None`` shows a tqdm bar on a
     terminal only.
@@ -228,6 +230,8 @@ def _generate_job(job: tuple) -> float | None:
     path = profile_dir / spec.path
     profile_dir.mkdir(parents=True, exist_ok=True)
     with locked(profile_dir, f".{spec.path.replace('/', '__')}.lock"):
+        for stale in path.parent.glob(f"{path.name}.*.tmp"):  # left by a killed run: nobody else holds the lock
+            stale.unlink(missing_ok=True)
         status = file_status(spec, root)
         if status == "ok" or (status == "corrupt" and not repair):
             return None

@@ -3,7 +3,8 @@ inline figures, and a provenance record as the notebook's first output.
 
 A notebook starts with::
 
-    nb = notebook.setup("03", profile, results_dir)      # prints where the results come from
+    nb = notebook.setup("03", profile, results_dir, families=families, workers=workers)
+    families, workers = nb.params["families"], nb.params["workers"]   # checked, None filled in
     ...
     plots.plot_error_vs_time(frame, path=nb.figure("error_vs_time"));
     ...
@@ -33,12 +34,12 @@ from pathlib import Path
 import torch
 
 from . import plots
-from .checks import check_choice
+from .checks import check_choice, check_choices, check_optional_int
 from .experiments import PROFILES
 from .paths import checkout
 from .workers import default_workers, tune_allocator
 
-__all__ = ["Notebook", "setup", "provenance", "sig2", "sig3", "PUBLISHED_PATHS"]
+__all__ = ["Notebook", "setup", "check_parameters", "provenance", "sig2", "sig3", "PUBLISHED_PATHS"]
 
 #: files that ``make publish`` rewrites after an execution; changes to them do not make the
 #: recorded commit "dirty" (they are the outputs, not the code that computed them)
@@ -116,6 +117,7 @@ class Notebook:
     profile: str
     results_dir: Path
     record: dict
+    params: dict = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
     _display: object = None
 
@@ -146,12 +148,73 @@ class Notebook:
         return elapsed
 
 
-def setup(number: str, profile: str, results_dir) -> Notebook:
-    """Check ``profile``, create ``<results_dir>/figures``, apply the plot style, switch to inline
-    figures and display the provenance record (updated by :meth:`Notebook.finish`)."""
+def _families(value, name):
+    from .pdes import FAMILIES
+    return check_choices(name, value, FAMILIES, "family") or list(FAMILIES)
+
+
+def _family(value, name):
+    from .pdes import FAMILIES
+    check_choice(name, value, FAMILIES)
+    return value
+
+
+def _studies(value, name):
+    from .generalization import STUDIES
+    return check_choices(name, value, STUDIES, "study") or list(STUDIES)
+
+
+def _workers(value, name):
+    return check_optional_int(value, name) or default_workers()
+
+
+def _epochs(value, name):
+    return check_optional_int(value, name)
+
+
+def _flag(value, name):
+    if value is not None and not isinstance(value, bool):
+        raise ValueError(f"expected {name} to be True, False or None, got {value!r}")
+    return value
+
+
+#: every notebook's papermill parameters besides ``profile`` and ``results_dir``, each with its
+#: check (the CLI's rules: a family is one of ens.pdes.FAMILIES, a list is a list and not its text,
+#: a count is a positive int, ``None`` is the only "unset"); notebook 01's go through
+#: :func:`ens.theory.resolve_parameters`
+PARAMETERS = {
+    "01": ("resolutions", "k_values", "seed", "n_samples"),
+    "02": {"live_family": _family, "live_epochs": _epochs, "families": _families},
+    "03": {"families": _families, "workers": _workers},
+    "04": {"families": _families, "studies": _studies, "workers": _workers},
+    "05": {"family": _family, "questions": _flag},
+}
+
+
+def check_parameters(number: str, profile: str, results_dir, **params) -> dict:
+    """The parameters of notebook ``number`` checked, with ``None`` filled in where it means a
+    default (all families, all studies, :func:`ens.workers.default_workers`); ``ValueError`` (or
+    ``TypeError``) names the first wrong one, what was expected and what was given."""
+    check_choice("notebook", number, PARAMETERS)
     check_choice("profile", profile, PROFILES)
+    if isinstance(results_dir, bool) or not isinstance(results_dir, (str, os.PathLike)) or not str(results_dir):
+        raise ValueError(f"expected results_dir to be a folder (a non-empty string or path), got {results_dir!r}")
+    expected = PARAMETERS[number]
+    if set(params) != set(expected):
+        raise TypeError(f"notebook {number} has the parameters {sorted(expected)}, setup got {sorted(params)}")
+    if number == "01":
+        from .theory import resolve_parameters
+        return resolve_parameters(profile, **params)
+    return {"profile": profile, **{name: check(params[name], name) for name, check in expected.items()}}
+
+
+def setup(number: str, profile: str, results_dir, **params) -> Notebook:
+    """Check the notebook's parameters (:func:`check_parameters`; the result is ``nb.params``),
+    create ``<results_dir>/figures``, apply the plot style, switch to inline figures and display
+    the provenance record (updated by :meth:`Notebook.finish`)."""
+    checked = check_parameters(number, profile, results_dir, **params)
     tune_allocator()
-    nb = Notebook(number, profile, Path(results_dir), provenance(profile))
+    nb = Notebook(number, profile, Path(results_dir), provenance(profile), checked)
     nb.figures.mkdir(parents=True, exist_ok=True)
     plots.set_style()
     try:

@@ -47,9 +47,9 @@ from tqdm.auto import tqdm
 from ens import notebook, plots, theory
 from ens.notebook import sig3
 
-nb = notebook.setup("01", profile, results_dir)
-params = theory.resolve_parameters(profile, resolutions, k_values, seed, n_samples)
-resolutions, k_values = params["resolutions"], params["k_values"]
+nb = notebook.setup("01", profile, results_dir, resolutions=resolutions, k_values=k_values, seed=seed,
+                    n_samples=n_samples)
+resolutions, k_values = nb.params["resolutions"], nb.params["k_values"]
 S_max = max(resolutions)  # the grid of the bound and solver experiments
 central_k = [1.0, 4.0]  # in distribution (training k = 1) and near resonance
 n_iterations = 4 * S_max  # enough for CG to converge fully at k = 4 (see the figures)

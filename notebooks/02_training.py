@@ -47,7 +47,6 @@ import pandas as pd
 from IPython.display import display
 
 from ens import notebook, plots
-from ens.checks import check_choice
 from ens.data import generate
 from ens.evaluate import (
     ens_vs_surrogate,
@@ -59,15 +58,11 @@ from ens.evaluate import (
 )
 from ens.experiments import dataset_spec, in_distribution_setting
 from ens.notebook import sig3
-from ens.pdes import FAMILIES
 from ens.train import TrainConfig, recipe_study_path, recipe_summary, train
 from ens.workers import default_workers
 
-nb = notebook.setup("02", profile, results_dir)
-check_choice("live_family", live_family, FAMILIES)
-families = list(FAMILIES) if families is None else list(families)
-for f in families:
-    check_choice("family in families", f, FAMILIES)
+nb = notebook.setup("02", profile, results_dir, live_family=live_family, live_epochs=live_epochs, families=families)
+families = nb.params["families"]
 live_dir = nb.results_dir / "checkpoints_live"
 print(f"profile={profile!r}  live_family={live_family!r}  families={families}")
 
@@ -83,7 +78,7 @@ print(f"profile={profile!r}  live_family={live_family!r}  families={families}")
 # %%
 live = {}
 for kind in ("surrogate", "ens"):
-    overrides = {"epochs": live_epochs} if live_epochs else {}
+    overrides = {} if live_epochs is None else {"epochs": live_epochs}
     config = TrainConfig.for_profile("ci", live_family, kind, **overrides)
     path = train(config, out_dir=live_dir, resume=False, progress=False)
     live[kind] = load_trained("ci", live_family, kind, root=live_dir)

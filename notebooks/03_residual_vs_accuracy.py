@@ -55,15 +55,13 @@ from ens import notebook, plots, theory
 from ens.evaluate import comparison_settings, equal_time_table, evaluate_profile, require_shipped, tto_selection
 from ens.experiments import EVALUATION, dataset_spec
 from ens.notebook import sig2, sig3
-from ens.workers import default_workers
 
-nb = notebook.setup("03", profile, results_dir)
-families = require_shipped(profile, families)
+nb = notebook.setup("03", profile, results_dir, families=families, workers=workers)
+families, workers = require_shipped(profile, nb.params["families"]), nb.params["workers"]
 settings = comparison_settings(families)
 print(f"profile={profile!r}: {len(settings)} test settings, budget {EVALUATION[profile]}")
 
 # %%
-workers = default_workers() if workers is None else workers
 trajectories, summary = evaluate_profile(profile, nb.tables(), settings=settings, cache_dir=nb.cache(), workers=workers,
                                          progress=True)
 

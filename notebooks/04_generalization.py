@@ -60,11 +60,9 @@ import pandas as pd
 from IPython.display import display
 
 from ens import notebook, plots
-from ens.checks import check_choice
 from ens.evaluate import require_shipped
 from ens.experiments import EVALUATION
 from ens.generalization import (
-    STUDIES,
     advantage_rank_correlation,
     advantage_table,
     advantage_vs_condition,
@@ -79,20 +77,16 @@ from ens.generalization import (
     study_settings,
 )
 from ens.notebook import sig2
-from ens.workers import default_workers
 
-nb = notebook.setup("04", profile, results_dir)
-studies = list(STUDIES) if studies is None else list(studies)
-for s in studies:
-    check_choice("study", s, STUDIES)
-families = require_shipped(profile, families)
+nb = notebook.setup("04", profile, results_dir, families=families, studies=studies, workers=workers)
+studies, workers = nb.params["studies"], nb.params["workers"]
+families = require_shipped(profile, nb.params["families"])
 settings = {s: study_settings(s, families, profile) for s in studies}
 settings = {s: v for s, v in settings.items() if v}
 print(f"profile={profile!r}: " + ", ".join(f"{s}: {len(v)} sets" for s, v in settings.items()))
 print(f"budget {EVALUATION[profile]}")
 
 # %%
-workers = default_workers() if workers is None else workers
 # every study's method runs in one pool of workers (ens.generalization.run_studies)
 results = run_studies(list(settings), profile, nb.tables(), families, cache_dir=nb.cache(), workers=workers,
                       progress=True)

@@ -62,13 +62,11 @@ from ens.evaluate import require_shipped
 from ens.notebook import sig2
 from ens.whatif import QUESTIONS, WhatIf, answer, served_as_app
 
-nb = notebook.setup("05", profile, results_dir)
+nb = notebook.setup("05", profile, results_dir, family=family, questions=questions)
 families = require_shipped(profile)
 if family not in families:
     raise ValueError(f"expected family to be one of the shipped {profile} families {families}, got {family!r}")
 questions = not served_as_app() if questions is None else questions
-if not isinstance(questions, bool):
-    raise ValueError(f"expected questions to be True, False or None, got {questions!r}")
 session = WhatIf(profile, cache_dir=nb.cache())
 
 # %% [markdown]

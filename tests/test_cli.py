@@ -7,6 +7,7 @@ data, checkpoint and output folders (about 40 s on one thread); ``tests/test_dat
 ``python -m ens`` in a subprocess for the kill-and-resume test.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -126,7 +127,11 @@ def test_train_writes_a_checkpoint_and_reports_the_choice(root, tmp_path, capsys
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "poisson ens: validation rel L2" in text and "alpha=" in text and "poisson surrogate" in text
-    assert sorted(p.name for p in (out / "ci").iterdir()) == ["poisson_ens.pt", "poisson_surrogate.pt"]
+    # the two checkpoints and the manifest that lists them (with the lock file that guards it)
+    assert sorted(p.name for p in (out / "ci").iterdir()) == [".manifest.lock", "manifest.json", "poisson_ens.pt",
+                                                             "poisson_surrogate.pt"]
+    assert sorted(json.loads((out / "ci" / "manifest.json").read_text())["files"]) == ["poisson_ens.pt",
+                                                                                   "poisson_surrogate.pt"]
     assert main(args) == 0  # a finished run is kept, not retrained
     assert "exists, nothing to do" in capsys.readouterr().out
 

@@ -271,7 +271,7 @@ def test_killed_generation_resumes_to_the_uninterrupted_checksums(ci_root, tmp_p
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
-        tmp_of_second = second.with_name(second.name + ".tmp")
+        tmp_of_second = second.with_name(f"{second.name}.{proc.pid}.tmp")  # the writer's pid names its file
         while not tmp_of_second.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
         proc.send_signal(signal.SIGKILL)  # mid-run: the first file is done, the second half-written

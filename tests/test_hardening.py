@@ -306,3 +306,20 @@ def test_ctrl_c_is_one_line_exit_130_and_the_run_resumes(tmp_path):
     out, err = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, err[-2000:]
     assert all(file_status(s, tmp_path) == "ok" for s in datasets("ci", "kolmogorov"))
+
+
+def test_a_retrained_checkpoint_replaces_its_manifest_entry(tmp_path):
+    # notebook 02 retrains its live models over the files of its previous run (resume=False)
+    from ens.models.checkpoint import record_checkpoint
+    from ens.train import TrainConfig, load_trained, train
+    cfg = TrainConfig.for_profile("ci", "poisson", "surrogate", epochs=1)
+    train(cfg, out_dir=tmp_path, resume=False, progress=False)
+    path = tmp_path / "ci" / "poisson_surrogate.pt"
+    first = json.loads((tmp_path / "ci" / "manifest.json").read_text())["files"]["poisson_surrogate.pt"]
+    train(TrainConfig.for_profile("ci", "poisson", "surrogate", epochs=2), out_dir=tmp_path, resume=False,
+          progress=False)
+    second = json.loads((tmp_path / "ci" / "manifest.json").read_text())["files"]["poisson_surrogate.pt"]
+    assert second["sha256"] != first["sha256"]
+    assert len(load_trained("ci", "poisson", "surrogate", root=tmp_path).history) == 2
+    record_checkpoint(path)  # recording again is idempotent
+    assert json.loads((tmp_path / "ci" / "manifest.json").read_text())["files"]["poisson_surrogate.pt"] == second

@@ -12,6 +12,7 @@
   ``MPLBACKEND`` once removed every figure while all tests passed).
 """
 
+import ast
 import json
 import re
 from pathlib import Path
@@ -20,6 +21,8 @@ import jupytext
 import nbformat
 import papermill as pm
 import pytest
+
+from ens import notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -124,12 +127,103 @@ def test_papermill_executes_under_the_ci_profile_with_every_figure_inline(source
                                     f"expected one per plot call ({n_calls})"
 
 
+def _parameters_and_setup_call(source: Path) -> tuple[list[str], list[str]]:
+    """The names the parameters cell assigns, and the arguments the notebook passes to
+    ``notebook.setup`` (its two positional ones named ``profile`` and ``results_dir``)."""
+    cells = [c for c in jupytext.read(source).cells if c.cell_type == "code"]
+    cell = next(c for c in cells if "parameters" in c.metadata.get("tags", []))
+    names = [t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign) for t in node.targets]
+    calls = [node for c in cells for node in ast.walk(ast.parse(c.source))
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "setup"]
+    assert len(calls) == 1, f"{source.name} calls notebook.setup {len(calls)} times"
+    (call,) = calls
+    args = [a.id for a in call.args[1:]] + [k.arg for k in call.keywords if k.arg == k.value.id]
+    return names, args
+
+
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
-def test_bad_papermill_parameter_is_refused_clearly(source, tmp_path):
-    with pytest.raises(pm.PapermillExecutionError, match="profile"):
-        pm.execute_notebook(str(source.with_suffix(".ipynb")), str(tmp_path / "bad.ipynb"),
-                            cwd=str(NOTEBOOK_DIR), parameters={"profile": "huge", "results_dir": str(tmp_path)},
+def test_every_papermill_parameter_goes_through_the_checks(source):
+    names, args = _parameters_and_setup_call(source)
+    assert sorted(args) == sorted(names), f"{source.name}: parameters {names}, checked by setup: {args}"
+    assert sorted(names) == sorted(["profile", "results_dir", *notebook.PARAMETERS[source.stem[:2]]])
+
+
+# one refused parameter per notebook, besides an unknown profile (the CLI's rules: a list is a list,
+# not its text; 0 is not "unset"; a flag is a bool)
+BAD_PARAMETERS = {
+    "01": ({"resolutions": "[32]"}, "expected resolutions to be None or a non-empty list of ints"),
+    "02": ({"live_epochs": 0}, "expected live_epochs to be None or a positive int, got 0"),
+    "03": ({"families": '["poisson"]'}, "expected families to be None or a list such as"),
+    "04": ({"studies": "superres"}, "expected studies to be None or a list such as"),
+    "05": ({"questions": "yes"}, "expected questions to be True, False or None, got 'yes'"),
+}
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("case", ["profile", "own"])
+def test_bad_papermill_parameter_is_refused_clearly(source, case, tmp_path):
+    params, message = BAD_PARAMETERS[source.stem[:2]]
+    if case == "profile":
+        params, message = {"profile": "huge"}, "unknown profile 'huge'; expected one of"
+    with pytest.raises(pm.PapermillExecutionError, match=re.escape(message)):
+        pm.execute_notebook(str(source.with_suffix(".ipynb")), str(tmp_path / "bad.ipynb"), cwd=str(NOTEBOOK_DIR),
+                            parameters={"profile": "ci", "results_dir": str(tmp_path), **params},
                             kernel_name="python3", progress_bar=False)
+
+
+GOOD = {"01": {"resolutions": None, "k_values": [0.0, 1.0], "seed": 0, "n_samples": 4},
+        "02": {"live_family": "helmholtz", "live_epochs": None, "families": None},
+        "03": {"families": None, "workers": None},
+        "04": {"families": None, "studies": None, "workers": None},
+        "05": {"family": "helmholtz", "questions": None}}
+
+
+@pytest.mark.parametrize("number, bad, message", [
+    ("02", {"families": '["poisson"]'}, "expected families to be None or a list such as ['poisson', 'helmholtz'] "
+                                        "(papermill: -y 'families: [poisson, helmholtz]'), got the string '[\"poisson\"]'"),
+    ("02", {"families": "poisson"}, "got the string 'poisson'"),
+    ("02", {"families": []}, "expected families to be None or a non-empty list"),
+    ("02", {"families": ["poisson", "heat"]}, "unknown family in families 'heat'; expected one of ['poisson'"),
+    ("02", {"families": {"poisson": 1}}, "got dict {'poisson': 1}"),
+    ("02", {"live_family": "heat"}, "unknown live_family 'heat'"),
+    ("02", {"live_epochs": 0}, "expected live_epochs to be None or a positive int, got 0"),
+    ("02", {"live_epochs": 2.5}, "got 2.5"),
+    ("02", {"live_epochs": True}, "got True"),
+    ("02", {"live_epochs": "3"}, "got '3'"),
+    ("03", {"workers": 0}, "expected workers to be None or a positive int, got 0"),
+    ("03", {"workers": -2}, "got -2"),
+    ("03", {"families": "darcy"}, "got the string 'darcy'"),
+    ("04", {"studies": ["zero_shot", "superresolution"]}, "unknown study in studies 'superresolution'"),
+    ("04", {"studies": "zero_shot"}, "got the string 'zero_shot'"),
+    ("04", {"workers": 1.0}, "got 1.0"),
+    ("05", {"family": "heat"}, "unknown family 'heat'"),
+    ("05", {"questions": 1}, "expected questions to be True, False or None, got 1"),
+    ("01", {"seed": -1}, "expected seed to be a non-negative int, got -1"),
+    ("01", {"n_samples": 0}, "expected n_samples to be a positive int, got 0"),
+    ("01", {"k_values": "1"}, "expected k_values to be a non-empty list of wavenumbers"),
+    ("01", {"k_values": [float("nan")]}, "expected a finite wavenumber k >= 0"),
+    ("01", {"resolutions": [3]}, "3"),
+])
+def test_check_parameters_names_the_wrong_one(number, bad, message):
+    with pytest.raises((ValueError, TypeError), match=re.escape(message)):
+        notebook.check_parameters(number, "ci", "results", **{**GOOD[number], **bad})
+
+
+def test_check_parameters_fills_in_the_defaults():
+    from ens.generalization import STUDIES
+    from ens.pdes import FAMILIES
+    from ens.workers import default_workers
+    assert notebook.check_parameters("02", "ci", "r", **GOOD["02"]) == {
+        "profile": "ci", "live_family": "helmholtz", "live_epochs": None, "families": list(FAMILIES)}
+    p = notebook.check_parameters("04", "ci", "r", **GOOD["04"])
+    assert p["studies"] == list(STUDIES) and p["workers"] == default_workers()
+    p = notebook.check_parameters("03", "ci", "r", families=("darcy", "poisson", "darcy"), workers=3)
+    assert p["families"] == ["darcy", "poisson"] and p["workers"] == 3  # a tuple is a list; repeats dropped
+    assert notebook.check_parameters("02", "ci", "r", **{**GOOD["02"], "live_epochs": 4})["live_epochs"] == 4
+    with pytest.raises(ValueError, match="expected results_dir to be a folder"):
+        notebook.check_parameters("03", "ci", 3, **GOOD["03"])
+    with pytest.raises(TypeError, match="notebook 03 has the parameters"):
+        notebook.check_parameters("03", "ci", "r", families=None)
 
 
 def test_figure_count_detects_a_missing_figure():

@@ -127,7 +127,8 @@ def test_ens_loss_is_the_mean_of_the_per_iterate_mses(unroll):
 def test_training_end_to_end(reference):
     cfg, out, path = reference
     assert path == out / "ci" / "helmholtz_ens.pt" and path.is_file()
-    assert sorted(p.name for p in path.parent.iterdir()) == ["helmholtz_ens.pt"]  # no .last.pt, no .tmp
+    # no .last.pt, no .tmp: the checkpoint and the manifest that records it (and the lock that guards that)
+    assert sorted(p.name for p in path.parent.iterdir()) == [".manifest.lock", "helmholtz_ens.pt", "manifest.json"]
     ck = load_checkpoint(path, family=FAMILY, in_channels=1, out_channels=1)
     assert ck.kind == "ens" and ck.resolution == 32 and ck.model.is_ens
     assert ck.config == cfg.to_dict() and ck.pde() == get_pde(FAMILY, k=1.0)

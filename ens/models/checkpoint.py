@@ -185,8 +185,9 @@ def _restore_hint(path: Path) -> str:
             f"and --no-resume")
 
 
-def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """The verified raw dict of a checkpoint file (the ``.last.pt`` of a running job too).
+def read_checkpoint(path: str | os.PathLike, map_location="cpu", use_manifest: bool = True) -> dict:
+    """The verified raw dict of a checkpoint file (the ``.last.pt`` of a running job too);
+    ``use_manifest=False`` skips the manifest entry (for a file about to replace it there).
 
     Raises ``FileNotFoundError`` for a missing file and :class:`CheckpointError` for one that is
     not a file, unreadable, truncated, foreign, of another format version, whose content digest
@@ -198,7 +199,7 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
                                 f"(or restore the shipped file with `git checkout -- {path}`)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} is not a file (expected a .pt file written by `ens train`)")
-    entry = _manifest_entry(path)
+    entry = _manifest_entry(path) if use_manifest else None
     if entry is not None and (path.stat().st_size != entry["bytes"] or sha256sum(path) != entry["sha256"]):
         raise CheckpointError(f"checkpoint {path} is corrupt: its sha256 differs from {path.parent / MANIFEST}; "
                               + _restore_hint(path))
@@ -230,7 +231,7 @@ def record_checkpoint(path: str | os.PathLike) -> None:
     """List a finished checkpoint in its folder's manifest (sha256, size, kind, family, profile);
     the manifest is rewritten atomically, under a lock."""
     path = Path(path)
-    raw = read_checkpoint(path)
+    raw = read_checkpoint(path, use_manifest=False)  # a retrained file replaces its old entry; its digest is checked
     entry = {"sha256": sha256sum(path), "bytes": path.stat().st_size, "kind": raw["kind"],
              "family": raw["family"], "profile": raw["config"].get("profile")}
     with locked(path.parent):
