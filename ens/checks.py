@@ -18,11 +18,14 @@ def _is_real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def _an_int(minimum: int) -> str:
+    return {0: "a non-negative int", 1: "a positive int"}.get(minimum, f"an int >= {minimum}")
+
+
 def check_int(value, name: str, minimum: int = 1) -> int:
     """``value`` if it is an integer (not a bool) ``>= minimum``; else ``ValueError``."""
     if not (isinstance(value, numbers.Integral) and not isinstance(value, bool)) or value < minimum:
-        what = {0: "a non-negative int", 1: "a positive int"}.get(minimum, f"an int >= {minimum}")
-        raise ValueError(f"expected {name} to be {what}, got {value!r}")
+        raise ValueError(f"expected {name} to be {_an_int(minimum)}, got {value!r}")
     return int(value)
 
 
@@ -76,5 +79,4 @@ def check_optional_int(value, name: str, minimum: int = 1) -> int | None:
     try:
         return check_int(value, name, minimum)
     except ValueError:
-        what = {0: "a non-negative int", 1: "a positive int"}.get(minimum, f"an int >= {minimum}")
-        raise ValueError(f"expected {name} to be None or {what}, got {value!r}") from None
+        raise ValueError(f"expected {name} to be None or {_an_int(minimum)}, got {value!r}") from None

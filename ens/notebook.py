@@ -168,10 +168,6 @@ def _workers(value, name):
     return check_optional_int(value, name) or default_workers()
 
 
-def _epochs(value, name):
-    return check_optional_int(value, name)
-
-
 def _flag(value, name):
     if value is not None and not isinstance(value, bool):
         raise ValueError(f"expected {name} to be True, False or None, got {value!r}")
@@ -184,7 +180,7 @@ def _flag(value, name):
 #: :func:`ens.theory.resolve_parameters`
 PARAMETERS = {
     "01": ("resolutions", "k_values", "seed", "n_samples"),
-    "02": {"live_family": _family, "live_epochs": _epochs, "families": _families},
+    "02": {"live_family": _family, "live_epochs": check_optional_int, "families": _families},
     "03": {"families": _families, "workers": _workers},
     "04": {"families": _families, "studies": _studies, "workers": _workers},
     "05": {"family": _family, "questions": _flag},
@@ -197,7 +193,7 @@ def check_parameters(number: str, profile: str, results_dir, **params) -> dict:
     ``TypeError``) names the first wrong one, what was expected and what was given."""
     check_choice("notebook", number, PARAMETERS)
     check_choice("profile", profile, PROFILES)
-    if isinstance(results_dir, bool) or not isinstance(results_dir, (str, os.PathLike)) or not str(results_dir):
+    if not isinstance(results_dir, (str, os.PathLike)) or not str(results_dir):
         raise ValueError(f"expected results_dir to be a folder (a non-empty string or path), got {results_dir!r}")
     expected = PARAMETERS[number]
     if set(params) != set(expected):
