@@ -75,18 +75,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .models import SCALINGS
     from .train import KINDS, UNROLLS
-    tr = commands.add_parser("train", parents=[common], help="train ENS and/or the surrogate of a family",
+    tr = commands.add_parser("train", parents=[common], help="train ENS and/or the surrogates of a family",
                              description="Train on the profile's train split, select alpha/T on its validation split")
     tr.add_argument("--profile", choices=PROFILES, required=True, help="run profile (data sizes and budget)")
     which = tr.add_mutually_exclusive_group(required=True)
     which.add_argument("--family", choices=list(FAMILIES), help="train this PDE family")
     which.add_argument("--all", action="store_true", help="train every family")
-    tr.add_argument("--kind", choices=list(KINDS) + ["both"], default="both", help="which model (default: both)")
+    tr.add_argument("--kind", choices=list(KINDS) + ["all"], default="all",
+                    help="which model: ENS, the surrogate with ENS's epochs, the surrogate with ENS's training "
+                         "time (round(epochs x the measured cost ratio) epochs) (default: all three)")
     tr.add_argument("--device", type=_device, default="cpu", help="torch device (default: cpu)")
     tr.add_argument("--out", help="checkpoint root (default: $ENS_CHECKPOINT_DIR or data/checkpoints)")
     tr.add_argument("--root", help="data root (default: $ENS_DATA_DIR or data/)")
     tr.add_argument("--no-resume", action="store_true", help="start over even if a finished or partial run exists")
-    tr.add_argument("--epochs", type=_positive_int, help="override the profile's number of epochs")
+    tr.add_argument("--epochs", type=_positive_int, help="override the profile's number of epochs (for "
+                    "surrogate_matched: ENS's epochs, converted by the cost ratio)")
     tr.add_argument("--unroll", choices=UNROLLS, help="override the unroll variant (default: full)")
     tr.add_argument("--scaling", choices=SCALINGS, help="override the residual scaling (default: constant)")
     tr.add_argument("--seed", type=_seed, help="override the seed, 1 to 2**63 - 1 (default: 33)")
@@ -165,7 +168,7 @@ def _train(args) -> int:
     from .train import KINDS, TrainConfig, load_trained, train
     overrides = {k: getattr(args, k) for k in ("epochs", "unroll", "scaling", "seed") if getattr(args, k) is not None}
     families = list(FAMILIES) if args.all else [args.family]
-    kinds = list(KINDS) if args.kind == "both" else [args.kind]
+    kinds = list(KINDS) if args.kind == "all" else [args.kind]
     for family in families:
         for kind in kinds:
             config = TrainConfig.for_profile(args.profile, family, kind, **overrides)

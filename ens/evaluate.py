@@ -60,13 +60,13 @@ _ENS_ROWS = ("ens", ENS_RESIDUAL)
 
 def shipped_families(profile: str, families=None, root=None) -> tuple[list[str], list[str]]:
     """``(available, missing)``: the families (default: all) whose ENS and surrogate checkpoints
-    of ``profile`` both exist, and the others (train them with ``ens train``)."""
+    of ``profile`` both exist, and the others (train them with ``ens train``). The compute-matched
+    surrogate is loaded by the runs that use it (:attr:`ens.methods.Method.models`)."""
     from .pdes import FAMILIES
-    from .train import KINDS
     families = list(FAMILIES) if families is None else list(families)
     for f in families:
         check_choice("family", f, FAMILIES)
-    have = [f for f in families if all(checkpoint_path(profile, f, k, root).exists() for k in KINDS)]
+    have = [f for f in families if all(checkpoint_path(profile, f, k, root).exists() for k in ("ens", "surrogate"))]
     return have, [f for f in families if f not in have]
 
 
@@ -121,7 +121,8 @@ def iterate_errors(ck: Checkpoint, split: str = "val", setting: str | None = Non
 def ens_vs_surrogate(frames: pd.DataFrame) -> pd.DataFrame:
     """Summary per family from :func:`iterate_errors` frames: the surrogate's rel L2, ENS's at
     iteration 0 and at its last one, the ratio surrogate / ENS (> 1: ENS is more accurate), and
-    both methods' final relative residuals."""
+    both methods' final relative residuals; where the frames hold the compute-matched surrogate
+    (method ``surrogate_matched``), its rel L2, residual and ratio over ENS too."""
     rows = []
     for family, df in frames.groupby("family", sort=False):
         sur = df[df.method == "surrogate"]
@@ -134,6 +135,11 @@ def ens_vs_surrogate(frames: pd.DataFrame) -> pd.DataFrame:
                      "surrogate_over_ens": float(sur.rel_l2.iloc[0] / ens.rel_l2.iloc[-1]),
                      "surrogate_rel_residual": float(sur.rel_residual.iloc[0]),
                      "ens_rel_residual": float(ens.rel_residual.iloc[-1])})
+        matched = df[df.method == "surrogate_matched"]
+        if not matched.empty:
+            rows[-1].update(matched_rel_l2=float(matched.rel_l2.iloc[0]),
+                            matched_over_ens=float(matched.rel_l2.iloc[0] / ens.rel_l2.iloc[-1]),
+                            matched_rel_residual=float(matched.rel_residual.iloc[0]))
     return pd.DataFrame(rows)
 
 
@@ -225,6 +231,10 @@ def run_setting(profile: str, test: TestSet, methods=None, *, budget: dict | Non
     specs = [method_spec(m) for m in methods]
     ens, sur = (load_trained(profile, family, k, checkpoint_root) for k in ("ens", "surrogate"))
     ens.model.to(device), sur.model.to(device)
+    matched = None
+    if any("surrogate_matched" in m.models for m in specs):
+        matched = load_trained(profile, family, "surrogate_matched", checkpoint_root)
+        matched.model.to(device)
     if any(m.choice == "tto" for m in specs) and tto is None:
         tto, _ = select_tto(sur, profile, b, data_root, device)
     if any(m.choice == "stop_lowpass" for m in specs) and stop_lowpass is None:
@@ -234,7 +244,7 @@ def run_setting(profile: str, test: TestSet, methods=None, *, budget: dict | Non
     out = []
     def context(lo, hi, budget):
         return RunContext(pde, c_all[lo:hi].to(device), u_all[lo:hi].to(device), ens, sur, budget, tto,
-                          stop_lowpass or 1.0)
+                          stop_lowpass or 1.0, matched)
 
     for spec_m in specs:
         method = spec_m.name
@@ -346,7 +356,9 @@ def run_key(profile: str, test: TestSet, method: str, *, budget: dict | None = N
     checkpoints' and the test file's sha256, the test spec and the method. Two runs with the same
     key compute the same thing, so :func:`evaluate_profile` reuses a cached one; any change to
     code, checkpoints, data or budget gives a new key (a stale result is never reused).
-    ``threads`` is the torch thread count of the run (default: this process's)."""
+    ``threads`` is the torch thread count of the run (default: this process's). The checkpoints are
+    the ones the method reads (:attr:`ens.methods.Method.models`; a validation choice: the model it
+    is made for; an unknown run: ENS and the surrogate)."""
     b = _budget(profile, budget)
     b = {k: b[k] for k in (_budget_keys(method) or tuple(b))}  # unknown runs: the whole budget
     spec = test.spec(profile)
@@ -356,8 +368,15 @@ def run_key(profile: str, test: TestSet, method: str, *, budget: dict | None = N
              "test": spec.to_dict(), "data_sha256": entry.get("sha256"), "method": method,
              "budget": {k: list(v) if isinstance(v, tuple) else v for k, v in b.items()},
              "checkpoints": [sha256sum(checkpoint_path(profile, test.family, k, checkpoint_root))
-                             for k in ("ens", "surrogate")]}
+                             for k in _run_models(method)]}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _run_models(run: str) -> tuple[str, ...]:
+    """The checkpoint kinds a run's result depends on (see :func:`run_key`)."""
+    if run in METHOD_SPECS:
+        return METHOD_SPECS[run].models
+    return {"select_tto": ("surrogate",), "select_stop_lowpass": ("ens",)}.get(run, ("ens", "surrogate"))
 
 
 _SAMPLES = ("n_samples", "batch_size")

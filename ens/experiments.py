@@ -86,7 +86,7 @@ __all__ = ["PROFILES", "SPLITS", "SIZE_GROUPS", "sizes", "CHUNK_SIZE", "PAIRED_T
            "Sizes", "Shift", "Knob", "FamilySpec", "FAMILY_SPECS", "family_spec", "register_family", "unregister_family",
            "DatasetSpec", "TestSet", "test_sets", "derive_seed", "datasets", "dataset_spec",
            "cross_equation_pairs", "in_distribution_setting", "setting_label", "TRAINING", "EVALUATION", "ILL_CONDITIONED",
-           "STUDIES"]
+           "STUDIES", "COMPUTE_RATIO"]
 
 PROFILES = ("ci", "default", "paper")
 SPLITS = ("train", "val", "test")
@@ -470,6 +470,20 @@ TRAINING: dict[str, dict[str, dict]] = {
     "paper": {"all": {"backbone_kwargs": {"width": 64, "modes": 20, "layers": 4}, "epochs": 100,
                       "batch_size": 32, "lr": 5e-4, "max_steps": 200, "n_select": 200}},
 }
+
+
+#: profile -> family -> ENS's seconds per training batch over the surrogate's, measured by
+#: ``ens.train.measure_cost_ratio`` (one torch thread, the profile's networks and batches, 2-core CPU;
+#: the fastest of 3 rounds of 8 batches): the compute-matched surrogate trains ``round(epochs * ratio)``
+#: epochs (``ens.train.matched_epochs``). ``paper`` has not been measured on a GPU yet and uses the
+#: ``default`` ratios (same unrolled steps and architecture family; remeasure there).
+COMPUTE_RATIO: dict[str, dict[str, float]] = {
+    "ci": {"poisson": 5.9, "helmholtz": 5.3, "nonlinear_helmholtz": 5.8, "darcy": 5.4, "navier_stokes": 6.9,
+           "kolmogorov": 7.5},
+    "default": {"poisson": 6.5, "helmholtz": 6.2, "nonlinear_helmholtz": 5.6, "darcy": 5.9, "navier_stokes": 6.3,
+                "kolmogorov": 6.6},
+}
+COMPUTE_RATIO["paper"] = dict(COMPUTE_RATIO["default"])
 
 
 #: evaluation budgets per profile (``ens.evaluate``): test samples per setting (the first ones of

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from .checks import check_choice
 from .experiments import setting_label
 from .methods import LABELS
 
@@ -30,6 +31,8 @@ _STYLED = False
 #: fixed colours per solver so every figure uses the same ones
 METHOD_LABELS = {"gd": "gradient descent", "cg": "CG on -A", "cgnr": "Gauss-Newton (CGNR)"}
 BAND_ORDER = ["lowest", "low", "mid", "high"]
+#: methods whose trajectory is one point (a network's prediction): drawn as a marker
+_ONE_SHOT = ("surrogate", "surrogate_matched")
 
 
 def set_style(force: bool = False) -> None:
@@ -240,13 +243,19 @@ def plot_error_bands(bands: pd.DataFrame, trajectories: pd.DataFrame | None = No
     return save_figure(g.figure, path)
 
 
-def plot_training_curves(history: pd.DataFrame, path: str | Path | None = None) -> matplotlib.figure.Figure:
-    """Validation rel L2 per epoch (``ens.evaluate.history_frame`` rows), one panel per family."""
-    _require(history, ["family", "model", "epoch", "val_rel_l2"], "plot_training_curves")
-    g = sns.relplot(data=history, x="epoch", y="val_rel_l2", hue="model", col="family", kind="line", marker="o",
-                    col_wrap=min(3, history.family.nunique()), height=2.6, aspect=1.2, facet_kws={"sharey": False})
+def plot_training_curves(history: pd.DataFrame, path: str | Path | None = None, x: str = "epoch"
+                         ) -> matplotlib.figure.Figure:
+    """Validation rel L2 per epoch (``ens.evaluate.history_frame`` rows), one panel per family;
+    ``x="minutes"`` draws it against the training wall time instead (the axis on which models
+    trained for different numbers of epochs compare at equal compute)."""
+    _require(history, ["family", "model", "epoch", "val_rel_l2", "wall_time_s"], "plot_training_curves")
+    check_choice("x", x, ("epoch", "minutes"))
+    data = history.assign(minutes=history.wall_time_s / 60)
+    g = sns.relplot(data=data, x=x, y="val_rel_l2", hue="model", col="family", kind="line",
+                    marker="o" if x == "epoch" else ".", col_wrap=min(3, history.family.nunique()), height=2.6,
+                    aspect=1.2, facet_kws={"sharey": False, "sharex": x == "epoch"})
     g.set(yscale="log")
-    g.set_axis_labels("epoch", "validation rel. L2")
+    g.set_axis_labels("epoch" if x == "epoch" else "training wall time [min]", "validation rel. L2")
     g.set_titles("{col_name}")
     return save_figure(g.figure, path)
 
@@ -262,7 +271,8 @@ def plot_iterate_losses(frame: pd.DataFrame, path: str | Path | None = None) -> 
 
 
 def plot_iterate_errors(frame: pd.DataFrame, path: str | Path | None = None) -> matplotlib.figure.Figure:
-    """Validation rel L2 of each ENS iterate against the surrogate's (dashed), one panel per family."""
+    """Validation rel L2 of each ENS iterate against the surrogate's (dashed) and, where the frame
+    has it, the compute-matched surrogate's (dotted), one panel per family."""
     _require(frame, ["family", "method", "iteration", "rel_l2"], "plot_iterate_errors")
     families = list(dict.fromkeys(frame.family))
     fig, axes = _grid(len(families), 3, 3.6, 2.8)
@@ -271,7 +281,9 @@ def plot_iterate_errors(frame: pd.DataFrame, path: str | Path | None = None) -> 
         ens = df[df.method == "ens"]
         ax.plot(ens.iteration, ens.rel_l2, marker=".", label="ENS iterates")
         for _, row in df[df.method == "surrogate"].iterrows():
-            ax.axhline(row.rel_l2, ls="--", color="C1", label="surrogate")
+            ax.axhline(row.rel_l2, ls="--", color="C1", label="surrogate, ENS's epochs")
+        for _, row in df[df.method == "surrogate_matched"].iterrows():
+            ax.axhline(row.rel_l2, ls=":", color="C2", lw=2, label="surrogate, ENS's training time")
         ax.set(yscale="log", title=fam, xlabel="ENS iteration", ylabel="validation rel. L2")
     for ax in axes.flat[len(families):]:
         ax.set_visible(False)
@@ -580,7 +592,7 @@ class WhatIfFigures:
         self.lines = {}
         for m in self.methods:
             label = LABELS[m]
-            style = {"marker": "*", "ms": 10, "ls": "none"} if m == "surrogate" else {"marker": ".", "ms": 3}
+            style = {"marker": "*", "ms": 10, "ls": "none"} if m in _ONE_SHOT else {"marker": ".", "ms": 3}
             self.lines[m] = [ax.plot([], [], color=palette[label], label=label, **style)[0] for ax in axes[:3]]
         axes[0].set(xscale="symlog", yscale="log", xlabel="iteration", ylabel="rel. L2 error", title="error")
         axes[1].set(xscale="symlog", yscale="log", xlabel="iteration", ylabel="||R(u)|| / ||R(0)||",
@@ -628,7 +640,7 @@ class WhatIfFigures:
             err.set_data(d.iteration, d.rel_l2)
             res.set_data(d.iteration, d.rel_residual)
             err_t.set_data(1e3 * d.wall_time_s, d.rel_l2)
-            if m != "surrogate":  # a marker per iterate only where they can be told apart (it also
+            if m not in _ONE_SHOT:  # a marker per iterate only where they can be told apart (it also
                 for line in (err, res, err_t):  # halves the time to render 500-step curves)
                     line.set_marker("." if len(d) <= 60 else "")
         for ax in self.curve_axes[:3]:

@@ -12,7 +12,12 @@ input is built without gradient. Two unroll variants:
   reference variant; ``tests/test_train.py`` checks that both networks receive gradient.)
 
 The surrogate (``kind="surrogate"``) is the same backbone trained alone with the loss
-``MSE(u_0, u*)``, for the same number of epochs on the same data, batches and optimiser.
+``MSE(u_0, u*)``, for the same number of epochs on the same data, batches and optimiser. One ENS
+epoch costs several surrogate epochs (the unrolled corrector), so the same epochs are not the same
+compute: the *compute-matched* surrogate (``kind="surrogate_matched"``) is the surrogate trained for
+ENS's training wall time, ``round(epochs * ratio)`` epochs, where ``ratio`` is ENS's measured time
+per training batch over the surrogate's (:data:`ens.experiments.COMPUTE_RATIO`, measured by
+:func:`measure_cost_ratio`). Both checkpoints record their training wall time, which shows the match.
 
 Optimiser AdamW, optional cosine schedule (per optimiser step) and gradient-norm clipping. After
 every epoch the mean relative L2 error on the validation split (ENS: the iterate ``T_train``;
@@ -43,7 +48,7 @@ from tqdm.auto import tqdm
 
 from .checks import check_choice, check_int, check_number
 from .data import load_dataset
-from .experiments import TRAINING, dataset_spec, in_distribution_setting
+from .experiments import COMPUTE_RATIO, TRAINING, dataset_spec, in_distribution_setting
 from .models import (
     BACKBONES,
     SCALINGS,
@@ -64,9 +69,11 @@ from .pdes import FAMILIES, PDE
 from .solvers import ens_solve, surrogate_solve
 
 __all__ = ["TrainConfig", "KINDS", "UNROLLS", "RECIPE_VARIANTS", "checkpoint_dir", "checkpoint_path", "load_trained",
-           "unrolled_loss", "train", "select_inference", "evaluate_split", "recipe_study", "recipe_study_path", "recipe_summary"]
+           "unrolled_loss", "train", "select_inference", "evaluate_split", "recipe_study", "recipe_study_path",
+           "recipe_summary", "measure_cost_ratio", "matched_epochs"]
 
-KINDS = ("ens", "surrogate")
+#: the trained roles: ENS, the surrogate with ENS's epochs, the surrogate with ENS's training time
+KINDS = ("ens", "surrogate", "surrogate_matched")
 UNROLLS = ("full", "truncated")
 
 
@@ -131,6 +138,8 @@ class TrainConfig:
             raise ValueError(f"unknown training option(s) {unknown}; expected some of {sorted(fields)}")
         base = TRAINING[profile]
         settings = {**base.get("all", {}), **base.get(family, {}), **overrides}
+        if kind == "surrogate_matched":  # the epochs given are ENS's
+            settings["epochs"] = matched_epochs(profile, family, settings.get("epochs", 10))
         return cls(profile=profile, family=family, kind=kind, **settings)
 
     def to_dict(self) -> dict:
@@ -182,6 +191,74 @@ def unrolled_loss(model: NeuralSolver, pde: PDE, c: torch.Tensor, u_true: torch.
         per_iterate.append(torch.mean((u - u_true) ** 2) / scale2)
     loss = torch.stack(per_iterate[1:]).mean()
     return loss, [float(x.detach()) for x in per_iterate]
+
+
+def _train_step(model: NeuralSolver, opt, sched, config: "TrainConfig", pde: PDE, c: torch.Tensor,
+                u: torch.Tensor) -> tuple[float, list[float]]:
+    """One optimiser step on one batch: the loss value and the per-iterate MSEs."""
+    loss, per_it = unrolled_loss(model, pde, c, u, config.steps, config.alpha, config.unroll)
+    loss_value = float(loss.detach())
+    if not math.isfinite(loss_value):
+        return loss_value, per_it
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    opt.step()
+    if sched is not None:
+        sched.step()
+    return loss_value, per_it
+
+
+# ---- compute matching --------------------------------------------------------------------------
+def matched_epochs(profile: str, family: str, ens_epochs: int) -> int:
+    """The compute-matched surrogate's epochs for ``ens_epochs`` ENS epochs: ``round(ens_epochs *
+    ratio)`` with the measured cost ratio of :data:`ens.experiments.COMPUTE_RATIO` (at least 1)."""
+    check_int(ens_epochs, "epochs")
+    check_choice("profile", profile, COMPUTE_RATIO)
+    check_choice("family", family, COMPUTE_RATIO[profile])
+    return max(1, round(ens_epochs * COMPUTE_RATIO[profile][family]))
+
+
+def measure_cost_ratio(profile: str, family: str, *, batches: int = 8, rounds: int = 3, data_root=None,
+                       device="cpu", generate_missing: bool = True) -> dict:
+    """ENS's and the surrogate's seconds per training batch, measured in this process on the same
+    batches with the same optimiser and threads, and their ratio (how many surrogate epochs one ENS
+    epoch buys; the basis of :data:`ens.experiments.COMPUTE_RATIO`).
+
+    Each of ``rounds`` rounds times ``batches`` optimiser steps of ENS, then of the surrogate, after
+    one untimed warm-up step of each; the per-batch time of a model is its fastest round (the least
+    disturbed by other load). The per-epoch validation pass (a few percent of an epoch) is not part
+    of it; the checkpoints' recorded wall times include it."""
+    check_int(batches, "batches")
+    check_int(rounds, "rounds")
+    configs = {kind: TrainConfig.for_profile(profile, family, kind) for kind in ("ens", "surrogate")}
+    spec = dataset_spec(profile, family, "train", in_distribution_setting(family))
+    bs = configs["ens"].batch_size
+    c, u = load_dataset(spec, data_root, generate_missing).tensors(0, bs * (batches + 1))
+    c, u, pde, dev = c.to(device), u.to(device), spec.pde(), torch.device(device)
+    n_full = len(c) // bs  # a small training set is cycled
+    runs = {}
+    for kind, config in configs.items():
+        model = _build(config, pde, c, u)[0].to(dev)
+        opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        runs[kind] = (model.train(), opt, config)
+        _train_step(model, opt, None, config, pde, c[:bs], u[:bs])  # warm-up
+    best = {kind: math.inf for kind in runs}
+    for _ in range(rounds):
+        for kind, (model, opt, config) in runs.items():
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for b in range(batches):
+                sl = slice((b % n_full) * bs, (b % n_full + 1) * bs)
+                _train_step(model, opt, None, config, pde, c[sl], u[sl])
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            best[kind] = min(best[kind], (time.perf_counter() - t0) / batches)
+    return {"profile": profile, "family": family, "ens_s_per_batch": best["ens"],
+            "surrogate_s_per_batch": best["surrogate"], "ratio": best["ens"] / best["surrogate"],
+            "batch_size": bs, "threads": torch.get_num_threads(), "device": dev.type}
 
 
 # ---- evaluation on a split ---------------------------------------------------------------------
@@ -335,18 +412,10 @@ def train(config: TrainConfig, *, out_dir=None, data_root=None, device="cpu", re
         t_epoch = time.perf_counter()
         for b in range(state["batch"], n_batches):
             idx = order[b * config.batch_size:(b + 1) * config.batch_size]
-            loss, per_it = unrolled_loss(model, pde, c_tr[idx], u_tr[idx], config.steps, config.alpha, config.unroll)
-            loss_value = float(loss.detach())
+            loss_value, per_it = _train_step(model, opt, sched, config, pde, c_tr[idx], u_tr[idx])
             if not math.isfinite(loss_value):
                 raise FloatingPointError(f"{config.name}: non-finite training loss at epoch {epoch + 1}, batch {b}; "
                                          f"lower lr (now {config.lr:g}) or alpha (now {config.alpha:g})")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            opt.step()
-            if sched is not None:
-                sched.step()
             state["batch"] = b + 1
             state["loss_sum"] += loss_value
             state["sums"] = [s + x for s, x in zip(state["sums"], per_it)]

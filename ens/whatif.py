@@ -71,7 +71,7 @@ MAX_ALPHA = 4.0
 #: what each validation choice of a method (:attr:`ens.methods.Method.choice`) is, for progress messages
 _CHOICES = {"tto": "the test-time optimisation's lr and steps", "stop_lowpass": "the residual stop rule's filter"}
 #: the methods that cost a few network passes (the panel draws them first, then the hybrids)
-FAST_METHODS = ("reference", "surrogate", "ens", ENS_RESIDUAL)
+FAST_METHODS = ("reference", "surrogate", "surrogate_matched", "ens", ENS_RESIDUAL)
 
 
 class ScenarioError(ValueError):
@@ -220,7 +220,7 @@ class WhatIf:
         if s.sample >= n_test:
             raise ScenarioError(f"expected sample in [0, {n_test - 1}] (the {self.profile} test set's size), "
                                 f"got {s.sample}")
-        ens, sur = self.checkpoints(s.family)
+        ens, sur, matched = self.checkpoints(s.family)
         alpha = ens.inference["alpha"] if s.alpha is None else check_number(s.alpha, "alpha")
         if alpha > MAX_ALPHA:
             raise ScenarioError(f"expected alpha in (0, {MAX_ALPHA:g}], got {s.alpha!r}")
@@ -239,6 +239,9 @@ class WhatIf:
             raise ScenarioError(f"expected at least one method, some of {applies}")
         if len(set(methods)) != len(methods):
             raise ScenarioError(f"expected distinct methods, got {methods}")
+        if "surrogate_matched" in methods and matched is None:
+            raise ScenarioError(f"no compute-matched surrogate of {s.family} at {self.profile}: train it with "
+                                f"`ens train --profile {self.profile} --family {s.family} --kind surrogate_matched`")
         if s.stop == "residual":
             methods = [ENS_RESIDUAL if m == "ens" else m for m in methods]
         budget = dict(EVALUATION[self.profile])
@@ -247,7 +250,7 @@ class WhatIf:
             budget[name] = check_int(value, name)
         where = (s.family, tuple(sorted(pde.params.items())), S)
         return {"pde": pde, "S": S, "where": where, "methods": tuple(methods), "alpha": float(alpha), "steps": int(steps),
-                "budget": budget, "ens": ens, "sur": sur}
+                "budget": budget, "ens": ens, "sur": sur, "matched": matched}
 
     # ---- the cached stages --------------------------------------------------------------------
     def _cached(self, key: tuple, compute: Callable, timings: dict, name: str, progress):
@@ -260,17 +263,20 @@ class WhatIf:
         return self._store[key]
 
     def checkpoints(self, family: str):
-        """The family's ENS and surrogate checkpoints (loaded once); ``ScenarioError`` names the
-        command that trains missing ones."""
+        """The family's ENS, surrogate and compute-matched surrogate checkpoints (loaded once, in the
+        order of :data:`ens.train.KINDS`; the last is ``None`` where it has not been trained);
+        ``ScenarioError`` names the command that trains missing ones."""
         key = ("checkpoints", family)
         if key not in self._store:
             from .evaluate import shipped_families
-            from .train import load_trained
+            from .train import KINDS, checkpoint_path, load_trained
             if family not in shipped_families(self.profile, [family], self.checkpoint_root)[0]:
                 raise ScenarioError(f"no {self.profile} checkpoints of {family}: train them with `ens train "
                                     f"--profile {self.profile} --family {family}`")
             self._store[key] = tuple(load_trained(self.profile, family, k, self.checkpoint_root)
-                                     for k in ("ens", "surrogate"))
+                                     if k != "surrogate_matched"
+                                     or checkpoint_path(self.profile, family, k, self.checkpoint_root).exists()
+                                     else None for k in KINDS)
         return self._store[key]
 
     def _choice(self, choice: str, family: str, timings, progress):
@@ -310,7 +316,7 @@ class WhatIf:
         """The method's trajectory, from the cache or computed; ``None`` if ``defer`` and it (or
         the validation choice it needs) is not cached yet."""
         spec, b = METHOD_SPECS[m], r["budget"]
-        ens, sur = r["ens"], r["sur"]
+        ens, sur, matched = r["ens"], r["sur"], r["matched"]
         if defer and spec.choice and ("choice", s.family, spec.choice) not in self._store:
             return None
         chosen = self._choice(spec.choice, s.family, timings, progress) if spec.choice else None
@@ -328,7 +334,7 @@ class WhatIf:
             return None
 
         def context(budget):
-            return RunContext(r["pde"], c, u, ens, sur, budget, tto, lowpass)
+            return RunContext(r["pde"], c, u, ens, sur, budget, tto, lowpass, matched)
 
         def compute():
             warm = (s.family, r["S"], m)

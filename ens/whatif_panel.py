@@ -191,7 +191,7 @@ class WhatIfPanel:
             box.disabled = not METHOD_SPECS[m].applies(pde)
 
     def _reset_ens(self, redraw: bool = True) -> None:
-        ens, _ = self.session.checkpoints(self.family.value)
+        ens = self.session.checkpoints(self.family.value)[0]
         with self._batch():
             self.alpha.value = ens.inference["alpha"]
             self.steps.value = min(ens.inference["steps"], _MAX_T)

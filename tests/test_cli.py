@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from ens.cli import main
-from ens.experiments import datasets
+from ens.experiments import COMPUTE_RATIO, datasets
 from ens.models import load_checkpoint
 from ens.workers import shutdown_pool
 
@@ -41,7 +41,7 @@ def root(tmp_path_factory):
     (["data", "purge"], "'generate', 'verify', 'info'"),
     (["fit"], "'data', 'train', 'evaluate', 'generalize', 'study', 'publish'"),
     (["train", "--profile", "ci", "--family", "burgers"], "'poisson', 'helmholtz'"),
-    (["train", "--profile", "ci", "--family", "poisson", "--kind", "gan"], "'ens', 'surrogate', 'both'"),
+    (["train", "--profile", "ci", "--family", "poisson", "--kind", "gan"], "'ens', 'surrogate', 'surrogate_matched', 'all'"),
     (["train", "--profile", "ci", "--family", "poisson", "--unroll", "half"], "'full', 'truncated'"),
     (["train", "--profile", "ci", "--family", "poisson", "--scaling", "raw"], "'constant', 'sample', 'h2'"),
     (["study", "--family", "stokes"], "'poisson', 'helmholtz'"),
@@ -127,11 +127,11 @@ def test_train_writes_a_checkpoint_and_reports_the_choice(root, tmp_path, capsys
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "poisson ens: validation rel L2" in text and "alpha=" in text and "poisson surrogate" in text
-    # the two checkpoints and the manifest that lists them (with the lock file that guards it)
+    # the three checkpoints and the manifest that lists them (with the lock file that guards it)
     assert sorted(p.name for p in (out / "ci").iterdir()) == [".manifest.lock", "manifest.json", "poisson_ens.pt",
-                                                             "poisson_surrogate.pt"]
-    assert sorted(json.loads((out / "ci" / "manifest.json").read_text())["files"]) == ["poisson_ens.pt",
-                                                                                   "poisson_surrogate.pt"]
+                                                             "poisson_surrogate.pt", "poisson_surrogate_matched.pt"]
+    assert sorted(json.loads((out / "ci" / "manifest.json").read_text())["files"]) == [
+        "poisson_ens.pt", "poisson_surrogate.pt", "poisson_surrogate_matched.pt"]
     assert main(args) == 0  # a finished run is kept, not retrained
     assert "exists, nothing to do" in capsys.readouterr().out
 
@@ -173,9 +173,11 @@ def test_every_subcommand_runs_end_to_end_at_the_ci_profile(tmp_path):
     assert f"data root: {data}" in info and "present    poisson/train_scale=100.h5" in info
 
     ens("train", *poisson, "--epochs", "1")
-    for kind in ("ens", "surrogate"):
+    # --epochs is ENS's: the compute-matched surrogate gets round(1 x its cost ratio) epochs
+    matched = round(COMPUTE_RATIO["ci"]["poisson"])
+    for kind, epochs in (("ens", 1), ("surrogate", 1), ("surrogate_matched", matched)):
         ck = load_checkpoint(checkpoints / "ci" / f"poisson_{kind}.pt", family="poisson")
-        assert ck.kind == kind and [h["epoch"] for h in ck.history] == [1]
+        assert ck.kind == kind and [h["epoch"] for h in ck.history] == list(range(1, epochs + 1))
 
     study = tmp_path / "study"
     ens("study", *poisson, "--n-train", "8", "--epochs", "1", "--out", str(study), "--work", str(study / "runs"),

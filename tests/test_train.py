@@ -14,10 +14,21 @@ import pytest
 import torch
 from helpers import torch_threads
 
-from ens.experiments import TRAINING
+from ens.experiments import COMPUTE_RATIO, TRAINING
 from ens.models import load_checkpoint
 from ens.pdes import get_pde
-from ens.train import KINDS, RECIPE_VARIANTS, UNROLLS, TrainConfig, _build, recipe_study, train, unrolled_loss
+from ens.train import (
+    KINDS,
+    RECIPE_VARIANTS,
+    UNROLLS,
+    TrainConfig,
+    _build,
+    matched_epochs,
+    measure_cost_ratio,
+    recipe_study,
+    train,
+    unrolled_loss,
+)
 
 FAMILY = "helmholtz"
 N_BATCHES = 4  # 32 ci training samples / batch size 8
@@ -305,9 +316,40 @@ def test_for_profile_checks_profile_and_overrides():
     assert cfg.kind == "surrogate" and cfg.epochs == 3 and cfg.name == "poisson_surrogate"
     assert dict(cfg.backbone_kwargs) == TRAINING["ci"]["all"]["backbone_kwargs"]
     assert cfg.batch_size == TRAINING["ci"]["all"]["batch_size"]
-    assert set(KINDS) == {"ens", "surrogate"}
+    assert set(KINDS) == {"ens", "surrogate", "surrogate_matched"}
     # the stored dict round-trips to an equal configuration
     assert TrainConfig(**cfg.to_dict()) == cfg
+
+
+def test_compute_matched_surrogate_gets_ens_epochs_times_the_cost_ratio():
+    for profile in ("ci", "default", "paper"):
+        for family, ratio in COMPUTE_RATIO[profile].items():
+            ens = TrainConfig.for_profile(profile, family, "ens")
+            cfg = TrainConfig.for_profile(profile, family, "surrogate_matched")
+            assert cfg.epochs == round(ens.epochs * ratio) == matched_epochs(profile, family, ens.epochs)
+            # everything else is the surrogate's
+            sur = TrainConfig.for_profile(profile, family, "surrogate")
+            assert {**cfg.to_dict(), "epochs": sur.epochs, "kind": "surrogate"} == sur.to_dict()
+            assert 1 < ratio < 20  # a measured ratio, not a placeholder of 1
+    # an epochs override is ENS's epochs, converted
+    assert TrainConfig.for_profile("ci", "poisson", "surrogate_matched", epochs=2).epochs == \
+        round(2 * COMPUTE_RATIO["ci"]["poisson"])
+    assert matched_epochs("ci", "poisson", 1) >= 1
+    with pytest.raises(ValueError, match="epochs"):
+        matched_epochs("ci", "poisson", 0)
+    with pytest.raises(ValueError, match="unknown profile"):
+        matched_epochs("huge", "poisson", 8)
+
+
+def test_measure_cost_ratio_times_both_models_on_the_same_batches(ci_root):
+    with torch_threads(1):
+        r = measure_cost_ratio("ci", "poisson", batches=2, rounds=1, data_root=ci_root)
+    assert {r["profile"], r["family"], r["device"], r["threads"]} == {"ci", "poisson", "cpu", 1}
+    assert r["batch_size"] == TRAINING["ci"]["all"]["batch_size"]
+    assert all(math.isfinite(r[k]) and r[k] > 0 for k in ("ens_s_per_batch", "surrogate_s_per_batch"))
+    assert r["ratio"] == r["ens_s_per_batch"] / r["surrogate_s_per_batch"]
+    with pytest.raises(ValueError, match="batches"):
+        measure_cost_ratio("ci", "poisson", batches=0, data_root=ci_root)
 
 
 # ---- a validation that always diverges gets a clear error, not a TypeError -----------------------
