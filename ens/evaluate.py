@@ -40,11 +40,11 @@ from .solvers import (
     ens_solve,
     test_time_optimisation,
 )
-from .train import checkpoint_path, evaluate_split, load_trained
+from .train import KINDS, checkpoint_path, evaluate_split, load_trained
 from .workers import map_jobs, run_threads
 
 __all__ = ["load_trained", "history_frame", "iterate_loss_frame", "iterate_errors", "ens_vs_surrogate",
-           "METHODS", "methods_for", "select_tto", "run_setting", "summary_table", "equal_time_table",
+           "METHODS", "methods_for", "select_tto", "run_setting", "summary_table", "equal_time_table", "front_table",
            "comparison_settings", "evaluate_profile", "shipped_families", "require_shipped", "ENS_RESIDUAL",
            "STOP_LOWPASS", "select_stop_lowpass", "run_key", "cached_choice", "evaluate_runs",
            "tto_selection"]
@@ -55,18 +55,18 @@ __all__ = ["load_trained", "history_frame", "iterate_loss_frame", "iterate_error
 # low-pass filtered with the fraction chosen on validation; see :func:`ens.solvers.ens_solve`).
 #: candidate low-pass fractions of the residual stop rule (1: the plain residual norm)
 STOP_LOWPASS = (1.0, 0.5, 0.25, 0.125)
-_ENS_ROWS = ("ens", ENS_RESIDUAL)
+#: the rows of ENS's own corrector, each compared with the other learned and hybrid methods
+_ENS_ROWS = ("ens", "ens_plus", ENS_RESIDUAL)
 
 
 def shipped_families(profile: str, families=None, root=None) -> tuple[list[str], list[str]]:
-    """``(available, missing)``: the families (default: all) whose ENS and surrogate checkpoints
-    of ``profile`` both exist, and the others (train them with ``ens train``). The compute-matched
-    surrogate is loaded by the runs that use it (:attr:`ens.methods.Method.models`)."""
+    """``(available, missing)``: the families (default: all) whose checkpoints of every kind
+    (:data:`ens.train.KINDS`) exist at ``profile``, and the others (train them with ``ens train``)."""
     from .pdes import FAMILIES
     families = list(FAMILIES) if families is None else list(families)
     for f in families:
         check_choice("family", f, FAMILIES)
-    have = [f for f in families if all(checkpoint_path(profile, f, k, root).exists() for k in ("ens", "surrogate"))]
+    have = [f for f in families if all(checkpoint_path(profile, f, k, root).exists() for k in KINDS)]
     return have, [f for f in families if f not in have]
 
 
@@ -229,22 +229,21 @@ def run_setting(profile: str, test: TestSet, methods=None, *, budget: dict | Non
     spec = test.spec(profile)
     methods = list(methods or methods_for(test_family))
     specs = [method_spec(m) for m in methods]
-    ens, sur = (load_trained(profile, family, k, checkpoint_root) for k in ("ens", "surrogate"))
-    ens.model.to(device), sur.model.to(device)
-    matched = None
-    if any("surrogate_matched" in m.models for m in specs):
-        matched = load_trained(profile, family, "surrogate_matched", checkpoint_root)
-        matched.model.to(device)
+    # the checkpoints the rows read, and the ones their validation choices are made for
+    kinds = {k for m in specs for k in m.models} | {k for m in specs if m.choice for k in _run_models(_SELECT[m.choice])}
+    models = {k: load_trained(profile, family, k, checkpoint_root) for k in KINDS if k in kinds}
+    for ck in models.values():
+        ck.model.to(device)
     if any(m.choice == "tto" for m in specs) and tto is None:
-        tto, _ = select_tto(sur, profile, b, data_root, device)
+        tto, _ = select_tto(models["surrogate"], profile, b, data_root, device)
     if any(m.choice == "stop_lowpass" for m in specs) and stop_lowpass is None:
-        stop_lowpass, _ = select_stop_lowpass(ens, profile, b, data_root, device)
+        stop_lowpass, _ = select_stop_lowpass(models["ens"], profile, b, data_root, device)
     c_all, u_all = load_dataset(spec, data_root, True).tensors(0, b["n_samples"])
     pde = spec.pde()
     out = []
     def context(lo, hi, budget):
-        return RunContext(pde, c_all[lo:hi].to(device), u_all[lo:hi].to(device), ens, sur, budget, tto,
-                          stop_lowpass or 1.0, matched)
+        return RunContext(pde, c_all[lo:hi].to(device), u_all[lo:hi].to(device), models, budget, tto,
+                          stop_lowpass or 1.0)
 
     for spec_m in specs:
         method = spec_m.name
@@ -280,7 +279,7 @@ def _concat(parts: list[Trajectory]) -> Trajectory:
 def summary_table(trajectories: list[Trajectory]) -> pd.DataFrame:
     """Final relative L2 and residual, time per sample and status of every trajectory, and per
     (family, setting) ENS's advantage: the best other learned-or-hybrid method's error over ENS's
-    (> 1: ENS is the more accurate), on the ENS rows (``ens`` and, if run, ``ens_residual``). The
+    (> 1: ENS is the more accurate), on the ENS rows (``ens``, ``ens_plus`` and, if run, ``ens_residual``). The
     reference solver is listed but not a competitor."""
     return with_advantage(_summary_rows(trajectories))
 
@@ -303,15 +302,20 @@ def with_advantage(df: pd.DataFrame) -> pd.DataFrame:
     return df.assign(ens_advantage=adv)
 
 
+def _check_curves(frame: pd.DataFrame, caller: str) -> None:
+    """``ValueError`` unless ``frame`` has the tidy trajectory columns the time tables read."""
+    cols = ["family", "setting", "method", "iteration", "time_per_sample_s", "rel_l2"]
+    missing = [c for c in cols if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{caller}: expected columns {cols}, missing {missing}")
+
+
 def equal_time_table(frame: pd.DataFrame, factors=(1, 10, 100)) -> pd.DataFrame:
     """Each method's error at equal wall-time budgets per sample, from tidy trajectory rows
     (``Trajectory.frame``): per (family, setting) the budgets are ENS's own time per sample times
     ``factors``; a method's entry is its last iterate within the budget (``NaN`` if not even its
     first one is)."""
-    _cols = ["family", "setting", "method", "iteration", "time_per_sample_s", "rel_l2"]
-    missing = [c for c in _cols if c not in frame.columns]
-    if missing:
-        raise ValueError(f"equal_time_table: expected columns {_cols}, missing {missing}")
+    _check_curves(frame, "equal_time_table")
     rows = []
     for (family, setting), df in frame.groupby(["family", "setting"], sort=False):
         ens = df[df.method == "ens"].sort_values("iteration")
@@ -325,6 +329,32 @@ def equal_time_table(frame: pd.DataFrame, factors=(1, 10, 100)) -> pd.DataFrame:
                              "budget_ms": 1e3 * factor * base, "method": method,
                              "rel_l2": float(within.rel_l2.iloc[-1]) if len(within) else float("nan"),
                              "iteration": int(within.iteration.iloc[-1]) if len(within) else None})
+    return pd.DataFrame(rows)
+
+
+def front_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The error-versus-time front, from tidy trajectory rows (``Trajectory.frame``): per (family,
+    setting) and method (the reference solver is not a competitor, as in :func:`summary_table`), its
+    final point (``ms`` per sample, ``rel_l2``); ``on_front``: no other method has an iterate with
+    at most that time and a lower error; ``dominated_by``: the other method with the lowest error
+    within that time, where it is lower; and ``equal_time_ratio``: the lowest error that any method
+    outside ENS's own rows reaches within that time, over this method's (``> 1``: more accurate
+    than all of them at its own wall time; ``NaN`` where none of them has finished its first
+    iterate by then)."""
+    _check_curves(frame, "front_table")
+    rows = []
+    frame = frame[frame.method != "reference"].dropna(subset=["rel_l2", "time_per_sample_s"])
+    for (family, setting), df in frame.groupby(["family", "setting"], sort=False):
+        for method, d in df.groupby("method", sort=False):
+            last = d.sort_values("iteration").iloc[-1]
+            t, e = float(last.time_per_sample_s), float(last.rel_l2)
+            within = df[(df.method != method) & (df.time_per_sample_s <= t * (1 + 1e-9))]
+            best = within.loc[within.rel_l2.idxmin()] if len(within) else None
+            outside = within[~within.method.isin(_ENS_ROWS)]
+            rows.append({"family": family, "setting": setting, "method": method, "ms": 1e3 * t, "rel_l2": e,
+                         "on_front": best is None or not float(best.rel_l2) < e,
+                         "dominated_by": best.method if best is not None and float(best.rel_l2) < e else None,
+                         "equal_time_ratio": float(outside.rel_l2.min()) / e if len(outside) else float("nan")})
     return pd.DataFrame(rows)
 
 
@@ -372,6 +402,10 @@ def run_key(profile: str, test: TestSet, method: str, *, budget: dict | None = N
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
+#: the validation choice of a :attr:`ens.methods.Method.choice`
+_SELECT = {"tto": "select_tto", "stop_lowpass": "select_stop_lowpass"}
+
+
 def _run_models(run: str) -> tuple[str, ...]:
     """The checkpoint kinds a run's result depends on (see :func:`run_key`)."""
     if run in METHOD_SPECS:
@@ -407,7 +441,7 @@ def cached_choice(select, profile: str, family: str, cache_dir, *, budget: dict 
     if path.exists():
         stored = json.loads(path.read_text())
         return stored["value"], pd.DataFrame(stored["table"])
-    kind = "surrogate" if select is select_tto else "ens"
+    (kind,) = _run_models(select.__name__)
     value, table = select(load_trained(profile, family, kind, checkpoint_root), profile, budget, data_root, device)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

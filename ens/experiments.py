@@ -79,7 +79,7 @@ import numbers
 import re
 from dataclasses import dataclass
 
-from .checks import check_choice, check_int
+from .checks import check_choice, check_int, check_number
 from .pdes import FAMILIES, PDE, get_pde
 
 __all__ = ["PROFILES", "SPLITS", "SIZE_GROUPS", "sizes", "CHUNK_SIZE", "PAIRED_TEST_KEY", "CROSS_EQUATION",
@@ -260,10 +260,14 @@ def family_spec(family: str) -> FamilySpec:
     return FAMILY_SPECS[family]
 
 
-def register_family(spec: FamilySpec, pde_class: type, defaults: dict | None = None) -> None:
+def register_family(spec: FamilySpec, pde_class: type, defaults: dict | None = None,
+                    compute_ratio: dict[str, float] | None = None) -> None:
     """Add a PDE family: its experiments spec here and its class (with the default parameters
     that distinguish it from the class defaults) in :data:`ens.pdes.FAMILIES`. Everything that
     lists families (datasets, training, evaluation, the studies, the plots) then includes it.
+    ``compute_ratio`` (profile -> ENS's over the surrogate's time per training batch, measured with
+    :func:`ens.train.measure_cost_ratio`) enters :data:`COMPUTE_RATIO`; without it the
+    compute-matched surrogate of the family cannot be trained.
     The registration lives in this process: worker processes (``workers > 1``) start afresh, so
     a family they must know is registered in a module they import (or the jobs run with
     ``workers=1``)."""
@@ -271,15 +275,26 @@ def register_family(spec: FamilySpec, pde_class: type, defaults: dict | None = N
         raise ValueError(f"family {spec.name!r} exists already")
     for profile, groups in SIZE_GROUPS.items():
         check_choice(f"size group of {spec.name!r} in profile {profile!r}", spec.size_group, groups)
+    for profile, ratio in (compute_ratio or {}).items():
+        check_choice("profile of compute_ratio", profile, PROFILES)
+        check_number(ratio, f"compute_ratio[{profile!r}]")
     FAMILIES[spec.name] = (pde_class, dict(defaults or {}))
     FAMILY_SPECS[spec.name] = spec
-    spec.pde()  # unknown parameters fail here
+    try:
+        spec.pde()  # unknown parameters fail here
+    except Exception:
+        unregister_family(spec.name)
+        raise
+    for profile, ratio in (compute_ratio or {}).items():
+        COMPUTE_RATIO[profile][spec.name] = float(ratio)
 
 
 def unregister_family(name: str) -> None:
     """Remove a family added by :func:`register_family` (for tests and what-if sessions)."""
     FAMILY_SPECS.pop(name, None)
     FAMILIES.pop(name, None)
+    for ratios in COMPUTE_RATIO.values():
+        ratios.pop(name, None)
 
 
 def derive_seed(key: str) -> int:

@@ -311,14 +311,22 @@ def advantage_rank_correlation(adv: pd.DataFrame) -> pd.DataFrame:
 
 def study_findings(summary: pd.DataFrame, choices: pd.DataFrame | None = None) -> list[str]:
     """The statements notebook 04 closes with, computed from its tables: per study and ENS rule, in
-    how many test sets ENS is the most accurate learned or hybrid method (and where not); with the
+    how many test sets ENS is the most accurate learned or hybrid method (and where not), and more
+    accurate than the surrogate trained for its training time (where that row ran); with the
     sensitivity ``choices``, how the residual and validation rules compare with the oracle."""
     lines = []
-    rows = summary[summary.method.isin(["ens", ENS_RESIDUAL])].assign(setting=lambda d: setting_label(d))
-    for (study, rule), g in rows.groupby(["study", "method"], sort=False):
+    summary = summary.assign(setting=lambda d: setting_label(d))
+    matched = summary[summary.method == "surrogate_matched"].set_index(["study", "family", "test_family", "setting"])
+    for (study, rule), g in summary[summary.method.isin(["ens", ENS_RESIDUAL, "ens_plus"])].groupby(["study", "method"],
+                                                                                        sort=False):
         wins, losses = g[g.ens_advantage > 1].setting.tolist(), g[g.ens_advantage <= 1].setting.tolist()
         lines.append(f"{study}, {rule}: the most accurate learned/hybrid method in {len(wins)} of {len(g)} sets"
                      + (f"; not in {losses}" if losses else ""))
+        keys = list(zip(g.study, g.family, g.test_family, g.setting))
+        if keys and all(k in matched.index for k in keys):
+            behind = [k[3] for k, e in zip(keys, g.rel_l2) if not e < matched.rel_l2.loc[k]]
+            lines.append(f"{study}, {rule}: more accurate than the surrogate trained for ENS's training time in "
+                         f"{len(keys) - len(behind)} of {len(keys)} sets" + (f"; not in {behind}" if behind else ""))
     if choices is not None and len(choices):
         better = int((choices.residual_rule_rel_l2 < choices.validation_rel_l2).sum())
         gap = float((choices.validation_rel_l2 / choices.oracle_rel_l2).max())

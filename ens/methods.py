@@ -30,19 +30,25 @@ ENS_RESIDUAL = "ens_residual"
 @dataclass
 class RunContext:
     """What a runner gets: the PDE, one batch of inputs ``c`` and reference solutions ``u`` (for the
-    error metric only), the shipped ``ens`` and ``sur`` checkpoints, the evaluation budget, the
-    validation choices (``tto``: ``{"lr", "steps"}``; ``stop_lowpass``) and, for the methods that
-    name it in :attr:`Method.models`, the compute-matched surrogate ``matched``."""
+    error metric only), the shipped checkpoints ``models`` by kind (:data:`ens.train.KINDS`: at
+    least the ones its method names in :attr:`Method.models`), the evaluation budget and the
+    validation choices (``tto``: ``{"lr", "steps"}``; ``stop_lowpass``)."""
 
     pde: Any
     c: torch.Tensor
     u: torch.Tensor
-    ens: Any
-    sur: Any
+    models: dict
     budget: dict
     tto: dict | None = None
     stop_lowpass: float = 1.0
-    matched: Any = None
+
+    @property
+    def ens(self):
+        return self.models["ens"]
+
+    @property
+    def sur(self):
+        return self.models["surrogate"]
 
     @property
     def common(self) -> dict:
@@ -99,16 +105,15 @@ def _reference(ctx: RunContext):
     return tr
 
 
-def _surrogate(ctx: RunContext):
-    from .solvers import surrogate_solve
-    return surrogate_solve(ctx.sur.model, ctx.pde, ctx.c, u_true=ctx.u)
-
-
-def _surrogate_matched(ctx: RunContext):
-    from .solvers import surrogate_solve
-    tr = surrogate_solve(ctx.matched.model, ctx.pde, ctx.c, u_true=ctx.u)
-    tr.method = "surrogate_matched"
-    return tr
+def _one_shot(kind: str) -> Callable[[RunContext], Any]:
+    """The prediction of the trained surrogate of checkpoint kind ``kind``, as a one-point
+    trajectory named ``kind``."""
+    def run(ctx: RunContext):
+        from .solvers import surrogate_solve
+        tr = surrogate_solve(ctx.models[kind].model, ctx.pde, ctx.c, u_true=ctx.u)
+        tr.method = kind
+        return tr
+    return run
 
 
 def _ens(ctx: RunContext):
@@ -124,6 +129,13 @@ def _ens_residual(ctx: RunContext):
                    stop_lowpass=ctx.stop_lowpass, **ctx.common)
     tr.method = ENS_RESIDUAL
     return tr
+
+
+def _ens_plus(ctx: RunContext):
+    from .solvers import ens_plus
+    inf, b = ctx.ens.inference, ctx.budget
+    return ens_plus(ctx.ens.model, ctx.pde, ctx.c, alpha=inf["alpha"], steps=inf["steps"], gn_steps=b["gn_steps"],
+                    cg_iterations=b["cg_iterations"], **ctx.common)
 
 
 def _tto(ctx: RunContext):
@@ -167,11 +179,13 @@ def _nonlinear_with_newton(pde) -> bool:
 #: name -> method, in table and legend order
 METHOD_SPECS: dict[str, Method] = {m.name: m for m in (
     Method("reference", "reference solver", _reference, models=()),
-    Method("surrogate", "surrogate", _surrogate, models=("surrogate",)),
-    # an extra row until the default run is republished with its shipped checkpoints (issue 15)
-    Method("surrogate_matched", "surrogate, ENS's training time", _surrogate_matched, extra=True,
+    Method("surrogate", "surrogate", _one_shot("surrogate"), models=("surrogate",)),
+    Method("surrogate_matched", "surrogate, ENS's training time", _one_shot("surrogate_matched"),
            models=("surrogate_matched",)),
     Method("ens", "ENS", _ens, models=("ens",)),
+    # the Gauss-Newton row's budget, so that the two differ only in their start
+    Method("ens_plus", "ENS+ (ENS, then Gauss–Newton)", _ens_plus, ("gn_steps", "cg_iterations"),
+           {"gn_steps": 1, "cg_iterations": 2}, cost=3.0, models=("ens",)),
     Method("gd", "residual GD", _hybrid(_gd), ("gd_steps",), {"gd_steps": 1}, cost=3.0, models=("surrogate",)),
     Method("gauss_newton", "Gauss–Newton (LM)", _hybrid(_gauss_newton), ("gn_steps", "cg_iterations"),
            {"gn_steps": 1, "cg_iterations": 2}, cost=3.0, models=("surrogate",)),

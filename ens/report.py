@@ -104,18 +104,20 @@ def _comparison(summary: pd.DataFrame) -> str:
 
 
 def _validation(table: pd.DataFrame) -> str:
-    lines = ["| family | surrogate | ENS | surrogate / ENS | α_test, T_test | ENS training | surrogate training |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| family | surrogate, ENS's epochs | surrogate, ENS's training time | ENS | surrogate / ENS "
+             "| matched surrogate / ENS | α_test, T_test | training: ENS, surrogate, matched surrogate |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in table.itertuples():
-        lines.append(f"| `{r.family}` | {sig2(r.surrogate_rel_l2)} | {sig2(r.ens_rel_l2)} | "
-                     f"{sig3(r.surrogate_over_ens)} | {r.alpha_test:g}, {r.T_test} | {sig3(r.ens_train_min)} min | "
-                     f"{sig3(r.surrogate_train_min)} min |")
+        lines.append(f"| `{r.family}` | {sig2(r.surrogate_rel_l2)} | {sig2(r.matched_rel_l2)} | {sig2(r.ens_rel_l2)} | "
+                     f"{sig3(r.surrogate_over_ens)} | {sig3(r.matched_over_ens)} | {r.alpha_test:g}, {r.T_test} | "
+                     f"{sig3(r.ens_train_min)}, {sig3(r.surrogate_train_min)}, {sig3(r.matched_train_min)} min "
+                     f"({r.matched_epochs} epochs) |")
     return "\n".join(lines)
 
 
 def _generalisation(studies: list[pd.DataFrame], choices: pd.DataFrame) -> str:
-    lines = ["| test set | surrogate | ENS, validation α/T | ENS, residual rule | oracle α/T (test labels)¹ "
-             "| best other method |", "|---|---|---|---|---|---|"]
+    lines = ["| test set | surrogate | surrogate, ENS's training time | ENS, validation α/T | ENS, residual rule "
+             "| ENS+ | oracle α/T (test labels)¹ | best other method |", "|---|---|---|---|---|---|---|---|"]
     oracle = {(r.family, r.test_family, str(r.setting)): r.oracle_rel_l2 for r in choices.itertuples()}
     for summary in studies:
         summary = summary.astype({"setting": str})
@@ -123,12 +125,11 @@ def _generalisation(studies: list[pd.DataFrame], choices: pd.DataFrame) -> str:
             if g.study.iloc[0] == "zero_shot" and key[2] == in_distribution_setting(key[0]):
                 continue  # the in-distribution rows are notebook 03's table
             by = g.set_index("method").rel_l2
-            others = {m: v for m, v in by.items() if m not in ("ens", "ens_residual", "reference", "surrogate")}
+            shown = ("surrogate", "surrogate_matched", "ens", "ens_residual", "ens_plus")
+            others = {m: v for m, v in by.items() if m not in shown + ("reference",)}
             other = min(others, key=others.get)
             best = _bold_min(by.to_dict(), _competitors())
-            cells = [by.get("surrogate"), by.get("ens"), by.get("ens_residual")]
-            text = [f"**{sig2(v)}**" if m == best else sig2(v) for m, v in zip(("surrogate", "ens", "ens_residual"),
-                                                                              cells)]
+            text = [f"**{sig2(by.get(m))}**" if m == best else sig2(by.get(m)) for m in shown]
             best_other = f"{LABELS.get(other, other)} {sig2(others[other])}"
             lines.append(f"| {_setting(g.iloc[0])} | " + " | ".join(text) + f" | {sig2(oracle.get(key))} | "
                          + (f"**{best_other}**" if other == best else best_other) + " |")

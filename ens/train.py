@@ -216,7 +216,10 @@ def matched_epochs(profile: str, family: str, ens_epochs: int) -> int:
     ratio)`` with the measured cost ratio of :data:`ens.experiments.COMPUTE_RATIO` (at least 1)."""
     check_int(ens_epochs, "epochs")
     check_choice("profile", profile, COMPUTE_RATIO)
-    check_choice("family", family, COMPUTE_RATIO[profile])
+    if family not in COMPUTE_RATIO[profile]:
+        raise ValueError(f"no measured compute ratio of {family!r} at {profile!r} (expected one of "
+                         f"{list(COMPUTE_RATIO[profile])}): measure it with ens.train.measure_cost_ratio and "
+                         f"register it (ens.experiments.register_family(..., compute_ratio=...))")
     return max(1, round(ens_epochs * COMPUTE_RATIO[profile][family]))
 
 
@@ -235,7 +238,7 @@ def measure_cost_ratio(profile: str, family: str, *, batches: int = 8, rounds: i
     configs = {kind: TrainConfig.for_profile(profile, family, kind) for kind in ("ens", "surrogate")}
     spec = dataset_spec(profile, family, "train", in_distribution_setting(family))
     bs = configs["ens"].batch_size
-    c, u = load_dataset(spec, data_root, generate_missing).tensors(0, bs * (batches + 1))
+    c, u = load_dataset(spec, data_root, generate_missing).tensors(0, bs * batches)
     c, u, pde, dev = c.to(device), u.to(device), spec.pde(), torch.device(device)
     n_full = len(c) // bs  # a small training set is cycled
     runs = {}

@@ -220,7 +220,8 @@ class WhatIf:
         if s.sample >= n_test:
             raise ScenarioError(f"expected sample in [0, {n_test - 1}] (the {self.profile} test set's size), "
                                 f"got {s.sample}")
-        ens, sur, matched = self.checkpoints(s.family)
+        models = self.checkpoints(s.family)
+        ens = models["ens"]
         alpha = ens.inference["alpha"] if s.alpha is None else check_number(s.alpha, "alpha")
         if alpha > MAX_ALPHA:
             raise ScenarioError(f"expected alpha in (0, {MAX_ALPHA:g}], got {s.alpha!r}")
@@ -239,9 +240,6 @@ class WhatIf:
             raise ScenarioError(f"expected at least one method, some of {applies}")
         if len(set(methods)) != len(methods):
             raise ScenarioError(f"expected distinct methods, got {methods}")
-        if "surrogate_matched" in methods and matched is None:
-            raise ScenarioError(f"no compute-matched surrogate of {s.family} at {self.profile}: train it with "
-                                f"`ens train --profile {self.profile} --family {s.family} --kind surrogate_matched`")
         if s.stop == "residual":
             methods = [ENS_RESIDUAL if m == "ens" else m for m in methods]
         budget = dict(EVALUATION[self.profile])
@@ -250,7 +248,7 @@ class WhatIf:
             budget[name] = check_int(value, name)
         where = (s.family, tuple(sorted(pde.params.items())), S)
         return {"pde": pde, "S": S, "where": where, "methods": tuple(methods), "alpha": float(alpha), "steps": int(steps),
-                "budget": budget, "ens": ens, "sur": sur, "matched": matched}
+                "budget": budget, "models": models}
 
     # ---- the cached stages --------------------------------------------------------------------
     def _cached(self, key: tuple, compute: Callable, timings: dict, name: str, progress):
@@ -263,20 +261,16 @@ class WhatIf:
         return self._store[key]
 
     def checkpoints(self, family: str):
-        """The family's ENS, surrogate and compute-matched surrogate checkpoints (loaded once, in the
-        order of :data:`ens.train.KINDS`; the last is ``None`` where it has not been trained);
+        """The family's shipped checkpoints by kind (:data:`ens.train.KINDS`; loaded once);
         ``ScenarioError`` names the command that trains missing ones."""
         key = ("checkpoints", family)
         if key not in self._store:
             from .evaluate import shipped_families
-            from .train import KINDS, checkpoint_path, load_trained
+            from .train import KINDS, load_trained
             if family not in shipped_families(self.profile, [family], self.checkpoint_root)[0]:
                 raise ScenarioError(f"no {self.profile} checkpoints of {family}: train them with `ens train "
                                     f"--profile {self.profile} --family {family}`")
-            self._store[key] = tuple(load_trained(self.profile, family, k, self.checkpoint_root)
-                                     if k != "surrogate_matched"
-                                     or checkpoint_path(self.profile, family, k, self.checkpoint_root).exists()
-                                     else None for k in KINDS)
+            self._store[key] = {k: load_trained(self.profile, family, k, self.checkpoint_root) for k in KINDS}
         return self._store[key]
 
     def _choice(self, choice: str, family: str, timings, progress):
@@ -316,17 +310,17 @@ class WhatIf:
         """The method's trajectory, from the cache or computed; ``None`` if ``defer`` and it (or
         the validation choice it needs) is not cached yet."""
         spec, b = METHOD_SPECS[m], r["budget"]
-        ens, sur, matched = r["ens"], r["sur"], r["matched"]
+        models = r["models"]
         if defer and spec.choice and ("choice", s.family, spec.choice) not in self._store:
             return None
         chosen = self._choice(spec.choice, s.family, timings, progress) if spec.choice else None
         tto = chosen if spec.choice == "tto" else None
         lowpass = chosen if spec.choice == "stop_lowpass" else 1.0
         settings = tuple((k, b[k]) for k in spec.budget)
-        if m in ("ens", ENS_RESIDUAL):
+        if "ens" in spec.models:
             # the what-if alpha and T as the checkpoint's inference choice (T caps the residual rule)
-            ens = dataclasses.replace(ens, inference={**ens.inference, "alpha": r["alpha"], "steps": r["steps"],
-                                                      "max_steps": r["steps"]})
+            inference = {**models["ens"].inference, "alpha": r["alpha"], "steps": r["steps"], "max_steps": r["steps"]}
+            models = {**models, "ens": dataclasses.replace(models["ens"], inference=inference)}
             settings += (("alpha", r["alpha"]), ("steps", r["steps"]))
         choice = (tuple(sorted(tto.items())) if tto else None, lowpass)
         key = ("run", *r["where"], s.sample, m, settings, choice)
@@ -334,7 +328,7 @@ class WhatIf:
             return None
 
         def context(budget):
-            return RunContext(r["pde"], c, u, ens, sur, budget, tto, lowpass, matched)
+            return RunContext(r["pde"], c, u, models, budget, tto, lowpass)
 
         def compute():
             warm = (s.family, r["S"], m)

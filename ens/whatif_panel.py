@@ -191,7 +191,7 @@ class WhatIfPanel:
             box.disabled = not METHOD_SPECS[m].applies(pde)
 
     def _reset_ens(self, redraw: bool = True) -> None:
-        ens = self.session.checkpoints(self.family.value)[0]
+        ens = self.session.checkpoints(self.family.value)["ens"]
         with self._batch():
             self.alpha.value = ens.inference["alpha"]
             self.steps.value = min(ens.inference["steps"], _MAX_T)
@@ -283,7 +283,7 @@ def redraw_times(profile: str = "default", families=None, session: WhatIf | None
             marks.append(time.perf_counter())
         panel._show = timed_show
         knob = next(iter(panel.knobs.values()))
-        ens = session.checkpoints(family)[0].inference
+        ens = session.checkpoints(family)["ens"].inference
 
         def move_knob(knob=knob):
             if isinstance(knob, w.Dropdown):

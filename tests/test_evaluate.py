@@ -10,6 +10,7 @@ from helpers import torch_threads
 from ens.evaluate import (
     METHODS,
     equal_time_table,
+    front_table,
     load_trained,
     methods_for,
     require_shipped,
@@ -76,9 +77,38 @@ def test_equal_time_table_takes_the_last_iterate_within_each_budget(trajectories
         else:
             assert math.isnan(row.rel_l2)
     ens_row = df[(df.method == "ens") & (df.budget == "1x ENS")].iloc[0]
-    assert ens_row.budget_ms == pytest.approx(ens_ms) and ens_row.iteration == trajectories[2].iterations
+    assert ens_row.budget_ms == pytest.approx(ens_ms) and ens_row.iteration == next(t for t in trajectories if t.method == "ens").iterations
     with pytest.raises(ValueError, match="no ENS rows"):
         equal_time_table(frame[frame.method != "ens"])
+
+
+def test_front_table_reads_the_final_points_against_every_other_iterate():
+    import pandas as pd
+
+    def curve(method, points):
+        return [{"family": "f", "setting": "s", "method": method, "iteration": i, "time_per_sample_s": t,
+                 "rel_l2": e} for i, (t, e) in enumerate(points)]
+    # ens ends at (1, 0.1); gn passes below it only later; ens_plus continues ens to (3, 0.01);
+    # the surrogate ends at (0.1, 0.5); the reference solver is faster and exact but no competitor
+    frame = pd.DataFrame(curve("ens", [(0.1, 0.6), (1.0, 0.1)]) + curve("gn", [(0.1, 0.5), (2.0, 0.05), (4.0, 0.001)])
+                         + curve("ens_plus", [(0.1, 0.6), (1.0, 0.1), (3.0, 0.01)]) + curve("surrogate", [(0.1, 0.5)])
+                         + curve("reference", [(0.01, 0.0)]))
+    t = front_table(frame).set_index("method")
+    assert set(t.index) == {"ens", "gn", "ens_plus", "surrogate"}
+    assert t.on_front.to_dict() == {"ens": True, "gn": True, "ens_plus": True, "surrogate": True}
+    assert t.loc["ens", "equal_time_ratio"] == pytest.approx(5.0)       # gn's 0.5 within 1 s, over 0.1
+    assert t.loc["ens_plus", "equal_time_ratio"] == pytest.approx(5.0)  # gn's 0.05 within 3 s, over 0.01
+    assert t.loc["gn", "equal_time_ratio"] == pytest.approx(0.5 / 0.001)
+    # gn ending at (2, 0.05) instead is dominated by nothing; ens_plus at (3, 0.2) is dominated by gn
+    worse = frame.copy()
+    worse.loc[(worse.method == "ens_plus") & (worse.iteration == 2), "rel_l2"] = 0.2
+    t = front_table(worse).set_index("method")
+    assert not t.loc["ens_plus", "on_front"] and t.loc["ens_plus", "dominated_by"] == "gn"
+    assert t.loc["ens_plus", "equal_time_ratio"] == pytest.approx(0.25)
+    alone = front_table(frame[frame.method == "ens"]).iloc[0]
+    assert alone.on_front and math.isnan(alone.equal_time_ratio)
+    with pytest.raises(ValueError, match="missing \\['rel_l2'\\]"):
+        front_table(frame.drop(columns="rel_l2"))
 
 
 def test_tto_learning_rate_and_steps_are_chosen_on_validation_data(ci_root):

@@ -173,16 +173,21 @@ def test_the_notebook_tables_and_findings_come_from_the_summary():
         return [{"study": study, "family": family, "test_family": test_family, "setting": setting, "method": m,
                  "rel_l2": e, "ens_advantage": (advantage if m in ("ens", "ens_residual") else None)}
                 for m, e in errors.items()]
-    zs = pd.DataFrame(rows("zero_shot", "helmholtz", "helmholtz", "k=1", {"tto": 0.3, "ens": 0.1, "surrogate": 0.2}, 2.0)
-                      + rows("zero_shot", "helmholtz", "helmholtz", "k=3", {"ens": 0.5, "surrogate": 0.4}, 0.8))
+    zs = pd.DataFrame(rows("zero_shot", "helmholtz", "helmholtz", "k=1", {"tto": 0.3, "ens": 0.1, "surrogate": 0.2,
+                                                                          "surrogate_matched": 0.05}, 2.0)
+                      + rows("zero_shot", "helmholtz", "helmholtz", "k=3", {"ens": 0.5, "surrogate": 0.4,
+                                                                            "surrogate_matched": 0.6}, 0.8))
     table = method_table(zs)
-    assert list(table.columns) == ["surrogate", "ens", "tto"]  # the comparison's order, not the frame's
+    assert list(table.columns) == ["surrogate", "surrogate_matched", "ens", "tto"]  # the comparison's order, not the frame's
     assert table.loc["helmholtz / k=3", "ens"] == 0.5 and math.isnan(table.loc["helmholtz / k=3", "tto"])
     ce = pd.DataFrame(rows("cross_equation", "poisson", "helmholtz", "k=1", {"ens": 0.25, "surrogate": 0.3}, 1.2))
     cross = cross_equation_table(ce, zs)
     assert cross.loc["poisson -> helmholtz / k=1", "native ENS"] == 0.1  # the Helmholtz model on its own set
     lines = study_findings(pd.concat([zs, ce]))
     assert lines[0] == "zero_shot, ens: the most accurate learned/hybrid method in 1 of 2 sets; not in ['helmholtz / k=3']"
+    assert lines[1] == ("zero_shot, ens: more accurate than the surrogate trained for ENS's training time in 1 of 2 "
+                        "sets; not in ['helmholtz / k=1']")
+    assert len(lines) == 3  # no matched rows in the cross-equation study: no such line for it
     adv = pd.DataFrame({"study": "zero_shot", "family": "helmholtz", "test_family": "helmholtz",
                         "setting": ["k=1", "k=2", "k=3", "k=4"], "resolution": 32, "method": "ens",
                         "kappa": [10.0, 20.0, 40.0, math.nan], "ens_advantage": [1.0, 2.0, 3.0, 4.0]})

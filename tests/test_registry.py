@@ -11,12 +11,12 @@ import torch
 from ens import plots, report
 from ens.data import generate, verify
 from ens.evaluate import evaluate_profile
-from ens.experiments import FamilySpec, Shift, TestSet, datasets, register_family, unregister_family
+from ens.experiments import COMPUTE_RATIO, FamilySpec, Shift, TestSet, datasets, register_family, unregister_family
 from ens.generalization import condition_numbers, shift_axes, shift_frame
 from ens.methods import LABELS, METHODS, Method, methods_for, register_method, unregister_method
 from ens.pdes import Poisson, get_pde
 from ens.solvers import Recorder
-from ens.train import TrainConfig, train
+from ens.train import KINDS, TrainConfig, train
 
 TOY = "smooth_poisson"
 BUDGET = {"n_samples": 4, "batch_size": 4, "gd_steps": 2, "gn_steps": 1, "cg_iterations": 2, "tto_steps": 1,
@@ -43,7 +43,8 @@ def _zeros(ctx):
 def registered():
     register_family(FamilySpec(TOY, "elliptic", "scale=100", {"forcing_scale": 100.0},
                                (Shift("scale=300", {"forcing_scale": 300.0}, "smooth Poisson: scale", "300"),),
-                               {"smooth Poisson: scale": "100"}), SmoothPoisson)
+                               {"smooth Poisson: scale": "100"}), SmoothPoisson,
+                    compute_ratio={"ci": COMPUTE_RATIO["ci"]["poisson"]})  # Poisson's models and sizes
     register_method(Method("zeros", "zero field", _zeros))
     yield
     unregister_method("zeros")
@@ -58,7 +59,7 @@ def test_a_registered_family_and_method_flow_through_everything(registered, tmp_
     data, cks = tmp_path / "data", tmp_path / "ck"
     generate([s for s in specs if s.setting != "superres"], root=data, workers=1)
     assert all(r.ok for r in verify([s for s in specs if s.setting != "superres"], root=data))
-    for kind in ("surrogate", "ens"):
+    for kind in KINDS:
         train(TrainConfig.for_profile("ci", TOY, kind, epochs=1, n_select=4, max_steps=3), out_dir=cks,
               data_root=data, progress=False)
     assert "zeros" in METHODS and "zeros" in methods_for(TOY) and "newton" not in methods_for(TOY)

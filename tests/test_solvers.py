@@ -345,3 +345,46 @@ def test_surrogate_model_and_bad_inputs_are_refused(problem):
         ens_solve(model, pde, c[:, 0], alpha=0.5, steps=2)
     with pytest.raises(ValueError, match="batch mismatch"):
         ens_solve(model, pde, c, alpha=0.5, steps=2, u_true=u_true[:2])
+
+
+# ---- ENS+ and chained trajectories ------------------------------------------------------------------
+def test_ens_plus_is_ens_then_gauss_newton_from_its_estimate(problem):
+    from ens.solvers import ens_plus, gauss_newton
+    pde, c, u_true = problem
+    model = solver(pde, c, u_true)
+    ens = ens_solve(model, pde, c, alpha=0.5, steps=3, u_true=u_true)
+    gn = gauss_newton(pde, c, ens.u, steps=2, cg_iterations=30, u_true=u_true)
+    plus = ens_plus(model, pde, c, alpha=0.5, steps=3, gn_steps=2, cg_iterations=30, u_true=u_true)
+    assert plus.method == "ens_plus" and plus.iterations == 3 + 2 and plus.status == "ok"
+    # the same iterates as the two runs one after the other (the networks and CG are deterministic)
+    torch.testing.assert_close(plus.rel_error, torch.cat([ens.rel_error, gn.rel_error[1:]]), rtol=1e-12, atol=0)
+    torch.testing.assert_close(plus.u, gn.u, rtol=1e-12, atol=0)
+    # counts continue from ENS's: its T + 1 residuals, then Gauss-Newton's own
+    assert plus.residual_evals.tolist() == ens.residual_evals.tolist() + (gn.residual_evals[1:] + 4).tolist()
+    assert plus.jacobian_evals[:4].eq(0).all() and plus.jacobian_evals[-1] == gn.jacobian_evals[-1]
+    assert bool((plus.wall_time[1:] >= plus.wall_time[:-1]).all())  # ENS's time is part of it
+    assert plus.info["first"]["alpha"] == 0.5 and plus.info["second"]["cg_iterations"] == 30
+    # Levenberg-Marquardt accepts only steps that lower the residual: a random network's estimate is
+    # all grid-scale residual, which its first steps remove (by orders of magnitude)
+    assert bool((plus.rel_residual[-1] < 0.1 * ens.rel_residual[-1]).all())
+
+
+def test_ens_plus_returns_a_diverged_ens_part_as_it_is(problem):
+    from ens.solvers import ens_plus
+    pde, c, u_true = problem
+    model = solver(pde, c, u_true, corrector=Fn(lambda x, n: torch.full_like(x[:, :1], 1e8)))
+    tr = ens_plus(model, pde, c, alpha=0.5, steps=5, gn_steps=3, u_true=u_true, on_divergence="stop")
+    assert tr.method == "ens_plus" and tr.status == "diverged" and tr.iterations == 0
+    with pytest.raises(DivergenceError):
+        ens_plus(model, pde, c, alpha=0.5, steps=5, gn_steps=3)
+
+
+def test_chain_refuses_mismatched_trajectories(problem):
+    from ens.solvers import chain
+    pde, c, u_true = problem
+    model = solver(pde, c, u_true)
+    with_error = surrogate_solve(model, pde, c, u_true=u_true)
+    with pytest.raises(ValueError, match="one batch, got 3 and 2 samples"):
+        chain(with_error, surrogate_solve(model, pde, c[:2], u_true=u_true[:2]), "x")
+    with pytest.raises(ValueError, match="both trajectories with or both without"):
+        chain(with_error, surrogate_solve(model, pde, c), "x")

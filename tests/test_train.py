@@ -339,6 +339,8 @@ def test_compute_matched_surrogate_gets_ens_epochs_times_the_cost_ratio():
         matched_epochs("ci", "poisson", 0)
     with pytest.raises(ValueError, match="unknown profile"):
         matched_epochs("huge", "poisson", 8)
+    with pytest.raises(ValueError, match="no measured compute ratio of 'unmeasured'.*measure_cost_ratio"):
+        matched_epochs("ci", "unmeasured", 8)
 
 
 def test_measure_cost_ratio_times_both_models_on_the_same_batches(ci_root):

@@ -62,7 +62,7 @@ def test_each_change_recomputes_only_what_depends_on_it(ci_root, tmp_path):
     base = Scenario("helmholtz", methods=PLAIN)
     first = s.run(base)
     assert {"input", "reference solution", "ENS", "residual GD", "condition number"} <= set(first.computed)
-    ens_before = s.checkpoints("helmholtz")[0]
+    ens_before = s.checkpoints("helmholtz")["ens"]
     assert s.run(base).computed == ()  # all cached
     inference = ens_before.inference
     assert s.run(base.replace(alpha=inference["alpha"] * 0.6)).computed == ("ENS",)
@@ -75,7 +75,7 @@ def test_each_change_recomputes_only_what_depends_on_it(ci_root, tmp_path):
     assert not {"input", "condition number"} & set(again) and {"reference solution", "ENS"} <= set(again)
     changed = s.run(base.replace(params={"k": 2.5})).computed
     assert {"input", "reference solution", "condition number", "surrogate", "ENS"} <= set(changed)
-    assert s.checkpoints("helmholtz")[0] is ens_before  # checkpoints are loaded once
+    assert s.checkpoints("helmholtz")["ens"] is ens_before  # checkpoints are loaded once
     # a parameter equal to the training value is the training scenario (same cache entries)
     assert s.run(base.replace(params={"k": 1.0})).computed == ()
 
@@ -208,7 +208,7 @@ def test_the_panel_redraws_on_every_change_and_shows_the_right_numbers(session):
     # a family change shows that family's parameters and its validation alpha and T
     panel.family.value = "darcy"
     assert set(panel.knobs) == {"a_high", "forcing"}
-    ck = session.checkpoints("darcy")[0]
+    ck = session.checkpoints("darcy")["ens"]
     assert panel.alpha.value == ck.inference["alpha"] and panel.steps.value == ck.inference["steps"]
     assert panel.result.scenario.family == "darcy"
     panel.knobs["a_high"].value = 18.0

@@ -65,7 +65,8 @@ def app(tmp_path):
 
 
 def _ens_row(page) -> str:
-    return page.locator("table.ens-summary tr", has_text="ENS").first.inner_text()
+    # the row labelled exactly "ENS" (other labels contain it: "surrogate, ENS's training time")
+    return next(r for r in page.locator("table.ens-summary tr").all_inner_texts() if r.split("\t")[0].strip() == "ENS")
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium for the browser test: install it with "

@@ -27,9 +27,10 @@ from ..checks import check_int, check_number
 from ..models import NeuralSolver, lowpass
 from ..pdes import PDE
 from . import _common as cm
-from .trajectory import Recorder, Trajectory
+from .gauss_newton import gauss_newton
+from .trajectory import Recorder, Trajectory, chain
 
-__all__ = ["ens_solve", "surrogate_solve", "STOP_RULES"]
+__all__ = ["ens_solve", "surrogate_solve", "ens_plus", "STOP_RULES"]
 
 STOP_RULES = (None, "residual")
 
@@ -103,3 +104,26 @@ def ens_solve(model: NeuralSolver, pde: PDE, c: torch.Tensor, *, alpha: float, s
     final = best_u if stop == "residual" else u
     return rec.trajectory("ens", final, status, message, alpha=alpha, steps=steps, stop=stop,
                           stop_lowpass=stop_lowpass if stop else None)
+
+
+def ens_plus(model: NeuralSolver, pde: PDE, c: torch.Tensor, *, alpha: float, steps: int, gn_steps: int,
+             cg_iterations: int = 20, damping: float = 1e-3, u_true: torch.Tensor | None = None,
+             on_divergence: str = "raise", keep_states: bool = False) -> Trajectory:
+    """ENS+ (method ``"ens_plus"``): ``steps`` ENS steps with step size ``alpha``, then
+    ``gn_steps`` Gauss--Newton (Levenberg--Marquardt) steps of ``cg_iterations`` CG iterations
+    from ENS's estimate (:func:`ens.solvers.gauss_newton`, ``damping`` as there), as one
+    trajectory (:func:`ens.solvers.trajectory.chain`; ENS's cost is part of its wall time).
+
+    The two parts fix complementary errors. The learned corrections remove the low-mode error
+    that a few residual-based steps cannot see (their steps shrink with the small singular values
+    of the Jacobian, notebook 01), and they leave a grid-scale error, amplified ``~1/h^2`` in the
+    residual, which is exactly what the first Gauss--Newton steps remove. A run whose ENS part
+    diverges (``on_divergence="stop"``) is returned as it is, under this method's name."""
+    first = ens_solve(model, pde, c, alpha=alpha, steps=steps, u_true=u_true, on_divergence=on_divergence,
+                      keep_states=keep_states)
+    if first.status == "diverged":
+        first.method = "ens_plus"
+        return first
+    second = gauss_newton(pde, c, first.u, steps=gn_steps, cg_iterations=cg_iterations, damping=damping,
+                          u_true=u_true, on_divergence=on_divergence, keep_states=keep_states)
+    return chain(first, second, "ens_plus")

@@ -21,7 +21,7 @@ import torch
 
 from ..pdes import PDE
 
-__all__ = ["Trajectory", "DivergenceError", "Recorder"]
+__all__ = ["Trajectory", "DivergenceError", "Recorder", "chain"]
 
 
 class DivergenceError(RuntimeError):
@@ -113,3 +113,26 @@ class Recorder:
                           torch.tensor(self.n_res), torch.tensor(self.n_jac),
                           torch.stack(self.err) if self.err else None,
                           torch.stack(self.states) if self.keep_states else None, status, message, info)
+
+
+def chain(first: Trajectory, second: Trajectory, method: str) -> Trajectory:
+    """``second``, a run started from ``first``'s final estimate, appended to ``first`` as one
+    trajectory named ``method``: ``second``'s iterate 0 (that estimate again) is dropped, and its
+    wall times and counts, cumulative from its own start, are added to ``first``'s final ones. The
+    status is the first one that is not ``"ok"``; ``info`` holds both runs' (``first``, ``second``)."""
+    if first.batch_size != second.batch_size:
+        raise ValueError(f"expected trajectories of one batch, got {first.batch_size} and {second.batch_size} samples")
+    if (first.rel_error is None) != (second.rel_error is None):
+        raise ValueError("expected both trajectories with or both without the reference error")
+
+    def cat(a, b):  # cumulative b, continued from a's last value
+        return torch.cat([a, b[1:] + a[-1]])
+    error = None if first.rel_error is None else torch.cat([first.rel_error, second.rel_error[1:]])
+    states = (torch.cat([first.states, second.states[1:]])
+              if first.states is not None and second.states is not None else None)
+    status = first.status if first.status != "ok" else second.status
+    return Trajectory(method, second.u, torch.cat([first.rel_residual, second.rel_residual[1:]]),
+                      cat(first.wall_time, second.wall_time), cat(first.residual_evals, second.residual_evals),
+                      cat(first.jacobian_evals, second.jacobian_evals), error, states, status,
+                      "; ".join(m for m in (first.message, second.message) if m),
+                      {"first": dict(first.info), "second": dict(second.info)})
