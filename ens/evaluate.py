@@ -371,11 +371,23 @@ def comparison_settings(families=None) -> list[TestSet]:
 
 @functools.lru_cache(maxsize=1)
 def _code_digest() -> str:
-    """sha256 of the ``ens`` package's source files (part of every cache key; read once per process)."""
+    """:func:`source_digest` of the installed ``ens`` package (part of every cache key; read once
+    per process)."""
+    return source_digest(Path(__file__).resolve().parent)
+
+
+#: the package's modules that present results and never compute a run's numbers: left out of the
+#: cache keys, so that a figure or a table layout can change without recomputing every run
+PRESENTATION = ("plots.py", "report.py", "notebook.py", "whatif_panel.py", "cli.py", "__main__.py")
+
+
+def source_digest(pkg: Path) -> str:
+    """sha256 of the source files of the package folder ``pkg``, :data:`PRESENTATION` left out."""
     h = hashlib.sha256()
-    pkg = Path(__file__).resolve().parent
     for f in sorted(pkg.rglob("*.py")):
-        h.update(f.relative_to(pkg).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+        rel = f.relative_to(pkg).as_posix()
+        if rel not in PRESENTATION:
+            h.update(rel.encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()
 
 

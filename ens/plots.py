@@ -251,13 +251,23 @@ def plot_training_curves(history: pd.DataFrame, path: str | Path | None = None, 
     _require(history, ["family", "model", "epoch", "val_rel_l2", "wall_time_s"], "plot_training_curves")
     check_choice("x", x, ("epoch", "minutes"))
     data = history.assign(minutes=history.wall_time_s / 60)
+    data["model"] = data.model.map(lambda k: _KIND_LABELS.get(k, k))
     g = sns.relplot(data=data, x=x, y="val_rel_l2", hue="model", col="family", kind="line",
                     marker="o" if x == "epoch" else ".", col_wrap=min(3, history.family.nunique()), height=2.6,
                     aspect=1.2, facet_kws={"sharey": False, "sharex": x == "epoch"})
     g.set(yscale="log")
+    for ax in g.axes.flat:
+        _declutter_log_axes(ax)
+    sns.move_legend(g, "upper center", bbox_to_anchor=(0.5, 1.0), ncol=data.model.nunique(), title=None,
+                    frameon=False)
+    g.figure.subplots_adjust(top=0.86)
     g.set_axis_labels("epoch" if x == "epoch" else "training wall time [min]", "validation rel. L2")
     g.set_titles("{col_name}")
     return save_figure(g.figure, path)
+
+
+#: a checkpoint kind (:data:`ens.train.KINDS`) as the figures name it
+_KIND_LABELS = {"ens": "ENS", "surrogate": "surrogate, ENS's epochs", "surrogate_matched": "surrogate, ENS's training time"}
 
 
 def plot_iterate_losses(frame: pd.DataFrame, path: str | Path | None = None) -> matplotlib.figure.Figure:
@@ -285,11 +295,8 @@ def plot_iterate_errors(frame: pd.DataFrame, path: str | Path | None = None) -> 
         for _, row in df[df.method == "surrogate_matched"].iterrows():
             ax.axhline(row.rel_l2, ls=":", color="C2", lw=2, label="surrogate, ENS's training time")
         ax.set(yscale="log", title=fam, xlabel="ENS iteration", ylabel="validation rel. L2")
-    for ax in axes.flat[len(families):]:
-        ax.set_visible(False)
-    axes.flat[0].legend()
-    fig.tight_layout()
-    return save_figure(fig, path)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    return _finish_panels(fig, axes, len(families), path)
 
 
 def plot_stability(table: pd.DataFrame, by: str | None = None, chosen: dict | None = None,
@@ -370,10 +377,12 @@ def _minor_2_5(x, _pos) -> str:
 def _declutter_log_axes(ax) -> None:
     """Fewer labels on the minor ticks of a log axis that spans a decade or more: matplotlib labels
     every one of them on an axis of up to about two decades, and in a narrow panel they overlap.
-    Up to 2.5 decades the mantissas 2 and 5 keep a label, beyond only the powers of ten."""
+    On the (vertical) y axis the mantissas 2 and 5 keep a label up to 2.5 decades, beyond only the
+    powers of ten; on the x axis, where the labels run into each other sideways, only the powers
+    of ten."""
     for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
         if axis.get_scale() == "log" and lo > 0 and hi >= 10 * lo:
-            few = hi < 10 ** 2.5 * lo
+            few = axis is ax.yaxis and hi < 10 ** 2.5 * lo
             axis.set_minor_formatter(matplotlib.ticker.FuncFormatter(_minor_2_5) if few
                                      else matplotlib.ticker.NullFormatter())
 

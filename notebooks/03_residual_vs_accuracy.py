@@ -148,12 +148,20 @@ display(equal.assign(setting=equal.family + " / " + equal.setting.astype(str))
 
 # %%
 front = front_table(trajectories).assign(setting=lambda d: d.family + " / " + d.setting.astype(str))
-display(front.pivot_table(index="setting", columns="method", values="on_front", sort=False))
+display(front.pivot_table(index="setting", columns="method", values="on_front", aggfunc="first", sort=False)
+        .map(lambda on: "on the front" if on is True else ("—" if on != on else "dominated")))
 for m in ("ens", "ens_plus"):
     rows = front[front.method == m]
     off = rows[~rows.on_front]
     print(f"{m}: on the front in {int(rows.on_front.sum())} of {len(rows)} settings"
           + (f"; dominated in {dict(zip(off.setting, off.dominated_by))}" if len(off) else ""))
+# the same computation timed twice in one run: ENS's own run and the first T steps of ENS+
+key = ["family", "setting"]
+ens_end = trajectories[trajectories.method == "ens"].sort_values("iteration").groupby(key, sort=False).last()
+plus_t = trajectories[trajectories.method == "ens_plus"].set_index([*key, "iteration"]).time_per_sample_s
+twice = pd.Series([plus_t.loc[(*k, int(r.iteration))] / r.time_per_sample_s for k, r in ens_end.iterrows()])
+print(f"timing noise: the T ENS steps inside ENS+ took {twice.min():.2f}-{twice.max():.2f}x the time of ENS's own run "
+      f"of them (median {twice.median():.2f}x): read front and ratio entries within that factor as ties")
 hard = [f"{t.family} / {t.setting}" for t in ILL_CONDITIONED]
 ratios = front[front.setting.isin(hard) & front.method.isin(["ens", "ens_plus"])]
 print("equal-time ratio (best non-ENS error within the method's time / its error; target for ENS+: >= 3):")

@@ -173,3 +173,19 @@ def test_evaluate_profile_in_worker_processes_matches_a_serial_run_and_caches_by
     # only the method whose budget changed is rerun
     assert len(said) == 1 and said[0].startswith("helmholtz -> helmholtz/k=4 gd:")
     assert int(more.set_index("method").iterations["gd"]) == 7
+
+
+def test_the_cache_key_digest_follows_the_computing_code_not_the_presentation(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    import ens
+    from ens.evaluate import PRESENTATION, source_digest
+    pkg = tmp_path / "ens"
+    shutil.copytree(Path(ens.__file__).parent, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    before = source_digest(pkg)
+    assert all((pkg / name).exists() for name in PRESENTATION)  # no stale name in the list
+    (pkg / "plots.py").write_text((pkg / "plots.py").read_text() + "\n# a figure changed\n")
+    assert source_digest(pkg) == before
+    (pkg / "solvers" / "ens.py").write_text((pkg / "solvers" / "ens.py").read_text() + "\n# a solver changed\n")
+    assert source_digest(pkg) != before
