@@ -113,6 +113,16 @@ display(cost.map(sig3))
 #   problems, hundreds of times faster than any learned method (one DST pass). ENS is not an
 #   alternative to a fast direct solver; the paper's comparison is with the *hybrid* methods, and
 #   with problems that have no such solver.
+# * The **surrogate trained for ENS's training time** (notebook 02) is the compute-fair learned
+#   baseline. At the `default` profile it is more accurate than ENS in distribution on every
+#   family, at a tenth to a twentieth of ENS's inference time: with 8 ENS epochs every model here
+#   is far from converged, and the surrogate turns the same compute into six times more optimiser
+#   steps. ENS's case rests on the ill-conditioned shifts, where the extra training buys the
+#   surrogate almost nothing.
+# * **ENS+** gives the Gauss–Newton row's budget to ENS's estimate instead of the surrogate's.
+#   Where the error ENS leaves is grid-scale, which the residual sees (Darcy, the flows), the
+#   classical steps remove it; where it sits in the low modes (Helmholtz $k = 3, 4$) they change
+#   almost nothing, as notebook 01 predicts.
 # * **Newton** (nonlinear Helmholtz) is a classical solver started from the network's
 #   prediction: with exact Jacobian solves it converges quadratically to solver accuracy.
 # * On the **elliptic** problems the residual minimisers lower the residual several times more
