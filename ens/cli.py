@@ -125,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--work", default=None, help="folder for the runs' checkpoints (default: OUT/runs)")
     st.add_argument("--root", help="data root (default: $ENS_DATA_DIR or data/)")
     st.add_argument("--device", type=_device, default="cpu", help="torch device (default: cpu)")
+    st.add_argument("--budget", action="store_true",
+                    help="the training-budget study instead (ens.evaluate.budget_study): ENS, the same-epochs and "
+                         "the compute-matched surrogate at each budget, full training sets; writes "
+                         "OUT/budget_<profile>_<family>.csv (--n-train and --epochs do not apply)")
+    st.add_argument("--budgets", type=_positive_int, nargs="+", default=None,
+                    help="with --budget: the budgets in ENS epochs (default: ens.experiments.BUDGET_STUDY)")
     pu = commands.add_parser("publish", parents=[common], help="publish a default-profile `make reproduce` run",
                              description="Copy the executed notebooks of RESULTS over notebooks/*.ipynb, their tables "
                                          "to reports/default/ and rewrite the README's result tables (ens.report)")
@@ -297,10 +303,19 @@ def _generalize(args) -> int:
 
 def _study(args) -> int:
     from .train import recipe_study, recipe_study_path
+    if args.budgets and not args.budget:
+        raise ValueError("--budgets needs --budget (the training-budget study)")
     path = recipe_study_path(args.profile, args.family, args.out)
     out = path.parent
-    df = recipe_study(args.profile, args.family, Path(args.work) if args.work else out / "runs", data_root=args.root,
-                      device=args.device, log=print, n_train=args.n_train, epochs=args.epochs)
+    work = Path(args.work) if args.work else out / "runs"
+    if args.budget:
+        from .evaluate import budget_study
+        path = out / f"budget_{args.profile}_{args.family}.csv"
+        df = budget_study(args.profile, work / "budget", args.family, budgets=args.budgets, data_root=args.root,
+                          device=args.device, log=print)
+    else:
+        df = recipe_study(args.profile, args.family, work, data_root=args.root, device=args.device, log=print,
+                          n_train=args.n_train, epochs=args.epochs)
     out.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     df.to_csv(tmp, index=False)

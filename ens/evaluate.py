@@ -28,9 +28,17 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .checks import check_choice
+from .checks import check_choice, check_int
 from .data import file_status, generate, load_dataset, read_manifest, sha256sum
-from .experiments import EVALUATION, ILL_CONDITIONED, TestSet, dataset_spec, in_distribution_setting, test_sets
+from .experiments import (
+    BUDGET_STUDY,
+    EVALUATION,
+    ILL_CONDITIONED,
+    TestSet,
+    dataset_spec,
+    in_distribution_setting,
+    test_sets,
+)
 from .methods import ENS_RESIDUAL, METHOD_SPECS, METHODS, RunContext, method_spec, methods_for
 from .models import Checkpoint
 from .paths import data_root as _data_root
@@ -44,7 +52,7 @@ from .train import KINDS, checkpoint_path, evaluate_split, load_trained
 from .workers import map_jobs, run_threads
 
 __all__ = ["load_trained", "history_frame", "iterate_loss_frame", "iterate_errors", "ens_vs_surrogate",
-           "METHODS", "methods_for", "select_tto", "run_setting", "summary_table", "equal_time_table", "front_table",
+           "METHODS", "methods_for", "select_tto", "run_setting", "summary_table", "equal_time_table", "front_table", "budget_study",
            "comparison_settings", "evaluate_profile", "shipped_families", "require_shipped", "ENS_RESIDUAL",
            "STOP_LOWPASS", "select_stop_lowpass", "run_key", "cached_choice", "evaluate_runs",
            "tto_selection"]
@@ -300,6 +308,51 @@ def with_advantage(df: pd.DataFrame) -> pd.DataFrame:
            if r.method in _ENS_ROWS and pd.notna(best_other[(r.family, r.test_family, r.setting)]) else None
            for r in df.itertuples()]
     return df.assign(ens_advantage=adv)
+
+
+def budget_study(profile: str, work_dir, family: str | None = None, *, budgets=None, data_root=None,
+                 device="cpu", log=None, progress: bool | None = None) -> pd.DataFrame:
+    """The training-budget study (:data:`ens.experiments.BUDGET_STUDY` gives the defaults of
+    ``family`` and ``budgets`` per profile). For each budget ``B`` (in ENS epochs):
+    ENS and the surrogate trained for ``B`` epochs and the compute-matched surrogate for
+    ``round(B * ratio)`` (:func:`ens.train.matched_epochs`), all else the profile's training
+    configuration; each is evaluated on the whole validation split and on the family's test sets of
+    the comparison (:func:`comparison_settings`: in distribution and the ill-conditioned shifts; ENS
+    with the alpha and T it chose on validation data).
+
+    Runs are kept under ``work_dir/b<B>/`` (resumed if interrupted, reused once finished, as
+    :func:`ens.train.train` does); where a run's configuration is that of the shipped checkpoint of
+    its kind, the shipped one is read instead. Returns one row per (budget, model, split,
+    setting): ``budget, model, epochs, train_min, split, setting, rel_l2`` (the final estimate's
+    mean relative L2) and ``shipped``."""
+    from .models import load_checkpoint
+    from .train import TrainConfig, train
+    check_choice("profile", profile, BUDGET_STUDY)
+    spec = BUDGET_STUDY[profile]
+    family = family or spec["family"]
+    budgets = tuple(spec["budgets"] if budgets is None else budgets)
+    if not budgets:
+        raise ValueError("expected at least one budget (ENS epochs), got none")
+    for b in budgets:
+        check_int(b, "budget (ENS epochs)")
+    sets = [("val", in_distribution_setting(family))] + [("test", t.setting) for t in comparison_settings([family])]
+    rows = []
+    for b in budgets:
+        for kind in KINDS:
+            config = TrainConfig.for_profile(profile, family, kind, epochs=b)
+            shipped = checkpoint_path(profile, family, kind)
+            ck = load_trained(profile, family, kind) if shipped.exists() else None
+            reuse = ck is not None and ck.raw.get("config") == config.to_dict()
+            if not reuse:
+                path = train(config, out_dir=Path(work_dir) / f"b{b}", data_root=data_root, device=device, log=log,
+                             progress=progress)
+                ck = load_checkpoint(path, family=family, kind=kind, profile=profile)
+            for split, setting in sets:
+                err = iterate_errors(ck, split, setting, data_root=data_root, device=device)
+                rows.append({"budget": b, "model": kind, "epochs": ck.raw["training"]["epochs"],
+                             "train_min": ck.raw["training"]["wall_time_s"] / 60, "split": split, "setting": setting,
+                             "rel_l2": float(err.rel_l2.iloc[-1]), "shipped": reuse})
+    return pd.DataFrame(rows)
 
 
 def _check_curves(frame: pd.DataFrame, caller: str) -> None:

@@ -86,7 +86,7 @@ __all__ = ["PROFILES", "SPLITS", "SIZE_GROUPS", "sizes", "CHUNK_SIZE", "PAIRED_T
            "Sizes", "Shift", "Knob", "FamilySpec", "FAMILY_SPECS", "family_spec", "register_family", "unregister_family",
            "DatasetSpec", "TestSet", "test_sets", "derive_seed", "datasets", "dataset_spec",
            "cross_equation_pairs", "in_distribution_setting", "setting_label", "TRAINING", "EVALUATION", "ILL_CONDITIONED",
-           "STUDIES", "COMPUTE_RATIO"]
+           "STUDIES", "COMPUTE_RATIO", "BUDGET_STUDY"]
 
 PROFILES = ("ci", "default", "paper")
 SPLITS = ("train", "val", "test")
@@ -499,6 +499,16 @@ COMPUTE_RATIO: dict[str, dict[str, float]] = {
                 "kolmogorov": 6.6},
 }
 COMPUTE_RATIO["paper"] = dict(COMPUTE_RATIO["default"])
+
+#: the training-budget study (``ens.evaluate.budget_study``, ``ens study --budget``) per profile: the
+#: family (the one with ill-conditioned shifts) and the budgets in ENS epochs (ENS and the
+#: same-epochs surrogate train that many, the compute-matched surrogate ``round(budget * ratio)``).
+#: The default budget 8 is the shipped models' own configuration.
+BUDGET_STUDY: dict[str, dict] = {
+    "ci": {"family": "helmholtz", "budgets": (1, 2, 4)},
+    "default": {"family": "helmholtz", "budgets": (2, 8, 32)},
+    "paper": {"family": "helmholtz", "budgets": (8, 32, 128)},
+}
 
 
 #: evaluation budgets per profile (``ens.evaluate``): test samples per setting (the first ones of

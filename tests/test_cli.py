@@ -189,6 +189,20 @@ def test_every_subcommand_runs_end_to_end_at_the_ci_profile(tmp_path):
     assert table.variant.nunique() == 4 and len(table) == 4 * 3 * 6
     assert len(list((study / "runs").glob("*/ci/poisson_ens.pt"))) == 4
 
+    # the budget study: budget 1 is the configuration of the three models just trained (read, not
+    # retrained); budget 2 trains all three, the matched surrogate for round(2 x ratio) epochs
+    ens("study", *poisson, "--budget", "--budgets", "1", "2", "--out", str(study), "--work", str(study / "runs"),
+        "--root", str(data))
+    budget = pd.read_csv(study / "budget_ci_poisson.csv")
+    assert len(budget) == 2 * 3 * 2  # budgets x models x (validation, the in-distribution test set)
+    assert budget[budget.budget == 1].shipped.all() and not budget[budget.budget == 2].shipped.any()
+    epochs = budget.groupby(["budget", "model"]).epochs.first().to_dict()
+    assert epochs == {(1, "ens"): 1, (1, "surrogate"): 1, (1, "surrogate_matched"): matched, (2, "ens"): 2,
+                      (2, "surrogate"): 2, (2, "surrogate_matched"): round(2 * COMPUTE_RATIO["ci"]["poisson"])}
+    assert sorted(p.name for p in (study / "runs" / "budget" / "b2" / "ci").glob("*.pt")) == [
+        "poisson_ens.pt", "poisson_surrogate.pt", "poisson_surrogate_matched.pt"]
+    assert ((budget.rel_l2 > 0) & (budget.rel_l2 < 10)).all()
+
     # evaluate the models just trained (ENS_CHECKPOINT_DIR), not the shipped ones
     cache = ["--cache", str(tmp_path / "cache")]  # not results/cache of the checkout
     ens("evaluate", *poisson, "--out", str(tmp_path / "evaluate"), *cache)
@@ -209,3 +223,9 @@ def test_every_subcommand_runs_end_to_end_at_the_ci_profile(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and done.stderr.startswith("error: nothing to publish: missing")
     assert "run `make reproduce` first" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_study_budgets_without_budget_is_refused_in_one_line(capsys):
+    assert main(["study", "--profile", "ci", "--budgets", "2"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "--budgets needs --budget" in err and len(err.splitlines()) == 1

@@ -296,10 +296,18 @@ def test_a_full_disk_is_one_clear_line_and_leaves_nothing_half_written(tmp_path)
 def test_ctrl_c_is_one_line_exit_130_and_the_run_resumes(tmp_path):
     args = ("data", "generate", "--profile", "ci", "--family", "kolmogorov", "--root", str(tmp_path),
             "--workers", "1")
-    run = _ens(*args)
+    # SIGINT as a terminal delivers it: a suite started in the background of a non-interactive shell
+    # hands its children SIGINT ignored, and Python then never raises KeyboardInterrupt
+    run = _ens(*args, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
-    while not list(tmp_path.rglob("*.tmp")) and time.monotonic() < deadline:
-        time.sleep(0.05)  # wait until a file is being written
+    # interrupt once the first file is written and the others are not: waiting for a *.tmp instead
+    # raced with the manifest's own temporary file, written when every file was done (a CI run
+    # signalled a finished job that way and got exit 0)
+    n_files = len(datasets("ci", "kolmogorov"))
+    while not list(tmp_path.rglob("*.h5")) and time.monotonic() < deadline and run.poll() is None:
+        time.sleep(0.02)
+    written = len(list(tmp_path.rglob("*.h5")))
+    assert run.poll() is None and written < n_files, f"the job finished before it could be interrupted ({written} files)"
     run.send_signal(signal.SIGINT)
     out, err = run.communicate(timeout=120)
     assert run.returncode == 130 and err.startswith("interrupted: ") and "Traceback" not in err, err[-2000:]
