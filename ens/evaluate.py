@@ -54,7 +54,7 @@ from .workers import map_jobs, run_threads
 __all__ = ["load_trained", "history_frame", "iterate_loss_frame", "iterate_errors", "ens_vs_surrogate",
            "METHODS", "methods_for", "select_tto", "run_setting", "summary_table", "equal_time_table", "front_table", "budget_study",
            "comparison_settings", "evaluate_profile", "shipped_families", "require_shipped", "ENS_RESIDUAL",
-           "STOP_LOWPASS", "select_stop_lowpass", "run_key", "cached_choice", "evaluate_runs",
+           "STOP_LOWPASS", "select_stop_lowpass", "SELECTIONS", "run_key", "cached_choice", "evaluate_runs",
            "tto_selection"]
 
 # The methods themselves (names, labels, runners, budgets) are declared in ens.methods. The extra
@@ -238,7 +238,8 @@ def run_setting(profile: str, test: TestSet, methods=None, *, budget: dict | Non
     methods = list(methods or methods_for(test_family))
     specs = [method_spec(m) for m in methods]
     # the checkpoints the rows read, and the ones their validation choices are made for
-    kinds = {k for m in specs for k in m.models} | {k for m in specs if m.choice for k in _run_models(_SELECT[m.choice])}
+    kinds = {k for m in specs for k in m.models}
+    kinds |= {k for m in specs if m.choice for k in _run_models(SELECTIONS[m.choice].__name__)}
     models = {k: load_trained(profile, family, k, checkpoint_root) for k in KINDS if k in kinds}
     for ck in models.values():
         ck.model.to(device)
@@ -467,10 +468,6 @@ def run_key(profile: str, test: TestSet, method: str, *, budget: dict | None = N
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
-#: the validation choice of a :attr:`ens.methods.Method.choice`
-_SELECT = {"tto": "select_tto", "stop_lowpass": "select_stop_lowpass"}
-
-
 def _run_models(run: str) -> tuple[str, ...]:
     """The checkpoint kinds a run's result depends on (see :func:`run_key`)."""
     if run in METHOD_SPECS:
@@ -544,7 +541,7 @@ def _evaluation_job(job: dict):
 
 
 #: validation choice (``Method.choice``) -> the function that makes it
-_SELECT = {"tto": select_tto, "stop_lowpass": select_stop_lowpass}
+SELECTIONS = {"tto": select_tto, "stop_lowpass": select_stop_lowpass}
 
 
 def evaluate_profile(profile: str, out_dir, families=None, settings=None, *, extra_methods=(),
@@ -617,7 +614,7 @@ def evaluate_runs(profile: str, runs, *, checkpoint_root=None, data_root=None, d
                               **{k: v for k, v in common.items() if k != "threads"}}
                 choice = METHOD_SPECS[m].choice
                 if choice is not None:
-                    select = _SELECT[choice]
+                    select = SELECTIONS[choice]
                     key = (family, select.__name__, str(run["cache"]),
                            run_key(profile, TestSet(family, in_distribution_setting(family)), select.__name__,
                                    budget=run["budget"], **common))

@@ -251,7 +251,7 @@ def plot_training_curves(history: pd.DataFrame, path: str | Path | None = None, 
     _require(history, ["family", "model", "epoch", "val_rel_l2", "wall_time_s"], "plot_training_curves")
     check_choice("x", x, ("epoch", "minutes"))
     data = history.assign(minutes=history.wall_time_s / 60)
-    data["model"] = data.model.map(lambda k: _KIND_LABELS.get(k, k))
+    data["model"] = data.model.map(_kind_label)
     g = sns.relplot(data=data, x=x, y="val_rel_l2", hue="model", col="family", kind="line",
                     marker="o" if x == "epoch" else ".", col_wrap=min(3, history.family.nunique()), height=2.6,
                     aspect=1.2, facet_kws={"sharey": False, "sharex": x == "epoch"})
@@ -266,8 +266,10 @@ def plot_training_curves(history: pd.DataFrame, path: str | Path | None = None, 
     return save_figure(g.figure, path)
 
 
-#: a checkpoint kind (:data:`ens.train.KINDS`) as the figures name it
-_KIND_LABELS = {"ens": "ENS", "surrogate": "surrogate, ENS's epochs", "surrogate_matched": "surrogate, ENS's training time"}
+def _kind_label(kind: str) -> str:
+    """A checkpoint kind (:data:`ens.train.KINDS`) as the figures name it: its method's label, the
+    plain surrogate's with the budget that sets it apart from the compute-matched one."""
+    return "surrogate, ENS's epochs" if kind == "surrogate" else LABELS.get(kind, kind)
 
 
 def plot_iterate_losses(frame: pd.DataFrame, path: str | Path | None = None) -> matplotlib.figure.Figure:
@@ -290,10 +292,10 @@ def plot_iterate_errors(frame: pd.DataFrame, path: str | Path | None = None) -> 
         df = frame[frame.family == fam]
         ens = df[df.method == "ens"]
         ax.plot(ens.iteration, ens.rel_l2, marker=".", label="ENS iterates")
-        for _, row in df[df.method == "surrogate"].iterrows():
-            ax.axhline(row.rel_l2, ls="--", color="C1", label="surrogate, ENS's epochs")
-        for _, row in df[df.method == "surrogate_matched"].iterrows():
-            ax.axhline(row.rel_l2, ls=":", color="C2", lw=2, label="surrogate, ENS's training time")
+        styles = {"surrogate": {"ls": "--", "color": "C1"}, "surrogate_matched": {"ls": ":", "color": "C2", "lw": 2}}
+        for kind, style in styles.items():
+            for _, row in df[df.method == kind].iterrows():
+                ax.axhline(row.rel_l2, label=_kind_label(kind), **style)
         ax.set(yscale="log", title=fam, xlabel="ENS iteration", ylabel="validation rel. L2")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     return _finish_panels(fig, axes, len(families), path)

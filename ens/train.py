@@ -15,9 +15,10 @@ The surrogate (``kind="surrogate"``) is the same backbone trained alone with the
 ``MSE(u_0, u*)``, for the same number of epochs on the same data, batches and optimiser. One ENS
 epoch costs several surrogate epochs (the unrolled corrector), so the same epochs are not the same
 compute: the *compute-matched* surrogate (``kind="surrogate_matched"``) is the surrogate trained for
-ENS's training wall time, ``round(epochs * ratio)`` epochs, where ``ratio`` is ENS's measured time
+ENS's training compute, ``round(epochs * ratio)`` epochs, where ``ratio`` is ENS's measured time
 per training batch over the surrogate's (:data:`ens.experiments.COMPUTE_RATIO`, measured by
-:func:`measure_cost_ratio`). Both checkpoints record their training wall time, which shows the match.
+:func:`measure_cost_ratio`). The checkpoints' recorded wall times also carry the load of the
+machine they trained on, so they match only where both runs had the same load.
 
 Optimiser AdamW, optional cosine schedule (per optimiser step) and gradient-norm clipping. After
 every epoch the mean relative L2 error on the validation split (ENS: the iterate ``T_train``;
@@ -139,7 +140,7 @@ class TrainConfig:
         base = TRAINING[profile]
         settings = {**base.get("all", {}), **base.get(family, {}), **overrides}
         if kind == "surrogate_matched":  # the epochs given are ENS's
-            settings["epochs"] = matched_epochs(profile, family, settings.get("epochs", 10))
+            settings["epochs"] = matched_epochs(profile, family, settings.get("epochs", cls.epochs))
         return cls(profile=profile, family=family, kind=kind, **settings)
 
     def to_dict(self) -> dict:

@@ -276,7 +276,7 @@ class WhatIf:
     def _choice(self, choice: str, family: str, timings, progress):
         """The validation choice ``choice`` (a :attr:`ens.methods.Method.choice`) of the family."""
         from . import evaluate
-        select = {"tto": evaluate.select_tto, "stop_lowpass": evaluate.select_stop_lowpass}[choice]
+        select = evaluate.SELECTIONS[choice]
 
         def compute():
             return evaluate.cached_choice(select, self.profile, family, self.cache_dir,
