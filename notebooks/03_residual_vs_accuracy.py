@@ -115,7 +115,7 @@ display(cost.map(sig3))
 #   with problems that have no such solver.
 # * The **surrogate trained for ENS's training time** (notebook 02) is the compute-fair learned
 #   baseline. At the `default` profile it is more accurate than ENS in distribution on every
-#   family, at 7–18 % of ENS's inference time: with 8 ENS epochs every model here
+#   family, at under a fifth of ENS's inference time: with 8 ENS epochs every model here
 #   is far from converged, and the surrogate turns the same compute into six times more optimiser
 #   steps. ENS's case rests on the ill-conditioned shifts, where the extra training buys the
 #   surrogate almost nothing.
