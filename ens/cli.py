@@ -302,7 +302,7 @@ def _generalize(args) -> int:
 
 
 def _study(args) -> int:
-    from .train import recipe_study, recipe_study_path
+    from .train import budget_study_path, recipe_study, recipe_study_path
     if args.budgets and not args.budget:
         raise ValueError("--budgets needs --budget (the training-budget study)")
     path = recipe_study_path(args.profile, args.family, args.out)
@@ -310,7 +310,7 @@ def _study(args) -> int:
     work = Path(args.work) if args.work else out / "runs"
     if args.budget:
         from .evaluate import budget_study
-        path = out / f"budget_{args.profile}_{args.family}.csv"
+        path = budget_study_path(args.profile, args.family, out)
         df = budget_study(args.profile, work / "budget", args.family, budgets=args.budgets, data_root=args.root,
                           device=args.device, log=print)
     else:

@@ -52,10 +52,10 @@ from .train import KINDS, checkpoint_path, evaluate_split, load_trained
 from .workers import map_jobs, run_threads
 
 __all__ = ["load_trained", "history_frame", "iterate_loss_frame", "iterate_errors", "ens_vs_surrogate",
-           "METHODS", "methods_for", "select_tto", "run_setting", "summary_table", "equal_time_table", "front_table", "budget_study",
+           "METHODS", "methods_for", "select_tto", "select_ens_plus", "run_setting", "summary_table", "equal_time_table", "front_table", "budget_study",
            "comparison_settings", "evaluate_profile", "shipped_families", "require_shipped", "ENS_RESIDUAL",
-           "STOP_LOWPASS", "select_stop_lowpass", "SELECTIONS", "run_key", "cached_choice", "evaluate_runs",
-           "tto_selection"]
+           "STOP_LOWPASS", "select_stop_lowpass", "ENS_PLUS_TOLERANCE", "SELECTIONS", "run_key", "cached_choice", "evaluate_runs",
+           "tto_selection", "ens_plus_selection"]
 
 # The methods themselves (names, labels, runners, budgets) are declared in ens.methods. The extra
 # row ENS_RESIDUAL is ENS with the label-free residual stop rule instead of the validation T
@@ -218,18 +218,76 @@ def select_stop_lowpass(ens: Checkpoint, profile: str, budget: dict | None = Non
     return float(table.sort_values("val_rel_l2").stop_lowpass.iloc[0]), table
 
 
+#: ENS+'s validation choice (:func:`select_ens_plus`) keeps the fastest candidate whose error is
+#: within this factor of the lowest: the refiners' later steps buy little (on the elliptic
+#: families the first Gauss--Newton step removes most of what twenty do), and two candidates that
+#: close are not told apart by 16 validation samples
+ENS_PLUS_TOLERANCE = 1.1
+
+
+def select_ens_plus(ens: Checkpoint, profile: str, budget: dict | None = None, data_root=None,
+                    device="cpu") -> tuple[dict, pd.DataFrame]:
+    """ENS+'s start, refiner and number of refiner steps (:func:`ens.solvers.ens_plus`), chosen on
+    the first ``n_sensitivity`` in-distribution validation samples (never the test split).
+
+    Candidates: ENS's part is the ENS row (``start="steps"``, the checkpoint's alpha and T) or the
+    residual stop rule (``"residual"``, its filter from :func:`select_stop_lowpass`); the refiner is
+    Gauss--Newton with the budget's ``gn_steps`` x ``cg_iterations`` or, on a nonlinear family
+    with Newton, Newton with ``newton_steps``. Every prefix of a refiner's run is a candidate
+    (0 steps: ENS alone). Each is run once untimed on one sample, then timed on the batch. The
+    choice is the fastest candidate (measured wall time per sample) whose mean validation error
+    is within :data:`ENS_PLUS_TOLERANCE` of the lowest. Returns ``({"start", "stop_lowpass",
+    "refine", "refine_steps"}, table)`` with one row per candidate (``start, refine,
+    refine_steps, val_rel_l2, ms_per_sample, chosen``)."""
+    from .methods import ens_start
+    from .solvers import ens_plus
+    b = _budget(profile, budget)
+    spec = dataset_spec(profile, ens.family, "val", in_distribution_setting(ens.family))
+    c, u = load_dataset(spec, data_root, True).tensors(0, b["n_sensitivity"])
+    c, u, pde = c.to(device), u.to(device), spec.pde()
+    model, inf = ens.model.to(device), ens.inference
+    q, _ = select_stop_lowpass(ens, profile, budget, data_root, device)
+    refiners = {"gauss_newton": b["gn_steps"]}
+    if pde.supports_newton and not pde.linear:
+        refiners["newton"] = b["newton_steps"]
+    rows = []
+    for start in ("steps", "residual"):
+        first = ens_start(inf, start, q)
+        for refine, n in refiners.items():
+            common = {**first, "refine": refine, "on_divergence": "stop"}
+            ens_plus(model, pde, c[:1], refine_steps=1, cg_iterations=2, **common)  # warm-up
+            tr = ens_plus(model, pde, c, refine_steps=n, cg_iterations=b["cg_iterations"], u_true=u, **common)
+            if tr.status == "diverged" and "first_iterations" not in tr.info:
+                continue  # ENS's part diverged: no candidate from this start
+            k0 = tr.info["first_iterations"]
+            for k in range(tr.iterations - k0 + 1):
+                rows.append({"start": start, "refine": refine, "refine_steps": k,
+                             "val_rel_l2": float(tr.rel_error[k0 + k].mean()),
+                             "ms_per_sample": float(tr.wall_time[k0 + k]) / tr.batch_size * 1e3})
+    table = pd.DataFrame(rows)
+    finite = table[table.val_rel_l2.apply(math.isfinite)] if rows else table
+    if finite.empty:
+        raise ValueError(f"{ens.family}: ENS diverged on the validation samples with alpha={inf['alpha']:g}; "
+                         "retrain or choose the checkpoint's alpha and T again")
+    near = finite[finite.val_rel_l2 <= ENS_PLUS_TOLERANCE * finite.val_rel_l2.min()]
+    best = near.sort_values(["ms_per_sample", "val_rel_l2"]).iloc[0]
+    table["chosen"] = table.index == best.name
+    return {"start": best.start, "stop_lowpass": q if best.start == "residual" else None, "refine": best.refine,
+            "refine_steps": int(best.refine_steps)}, table
+
+
 def run_setting(profile: str, test: TestSet, methods=None, *, budget: dict | None = None,
                 checkpoint_root=None, data_root=None, device="cpu", tto: dict | None = None,
-                stop_lowpass: float | None = None, log=None) -> list[Trajectory]:
+                stop_lowpass: float | None = None, ens_plus: dict | None = None, log=None) -> list[Trajectory]:
     """Run every method on the :class:`~ens.experiments.TestSet` ``test`` of ``profile`` and return
     their trajectories.
 
     ENS and the surrogate come from the shipped checkpoints of ``test.family`` (the model's
     family; a cross-equation test runs them on ``test.test_family``'s set). The batches are the
     first ``n_samples`` test samples, in ``batch_size`` chunks whose trajectories are concatenated (wall times add up). ``tto`` (the
-    test-time optimisation's ``{"lr", "steps"}``) and ``stop_lowpass`` (the residual stop rule's
-    filter) are chosen on validation data when not given (:func:`select_tto`,
-    :func:`select_stop_lowpass`).
+    test-time optimisation's ``{"lr", "steps"}``), ``stop_lowpass`` (the residual stop rule's
+    filter) and ``ens_plus`` (ENS+'s start, refiner and steps) are chosen on validation data when
+    not given (:func:`select_tto`, :func:`select_stop_lowpass`, :func:`select_ens_plus`).
     """
     b = _budget(profile, budget)
     (test,) = test_sets([test])
@@ -247,12 +305,14 @@ def run_setting(profile: str, test: TestSet, methods=None, *, budget: dict | Non
         tto, _ = select_tto(models["surrogate"], profile, b, data_root, device)
     if any(m.choice == "stop_lowpass" for m in specs) and stop_lowpass is None:
         stop_lowpass, _ = select_stop_lowpass(models["ens"], profile, b, data_root, device)
+    if any(m.choice == "ens_plus" for m in specs) and ens_plus is None:
+        ens_plus, _ = select_ens_plus(models["ens"], profile, b, data_root, device)
     c_all, u_all = load_dataset(spec, data_root, True).tensors(0, b["n_samples"])
     pde = spec.pde()
     out = []
     def context(lo, hi, budget):
         return RunContext(pde, c_all[lo:hi].to(device), u_all[lo:hi].to(device), models, budget, tto,
-                          stop_lowpass or 1.0)
+                          stop_lowpass or 1.0, ens_plus)
 
     for spec_m in specs:
         method = spec_m.name
@@ -260,7 +320,8 @@ def run_setting(profile: str, test: TestSet, methods=None, *, budget: dict | Non
         tr = _concat([spec_m.run(context(i, i + b["batch_size"], b)) for i in range(0, len(c_all), b["batch_size"])])
         tr.info.update(family=family, test_family=test_family, setting=test_setting,
                        tto=tto if method == "tto" else None,
-                       stop_lowpass=stop_lowpass if method == ENS_RESIDUAL else None)
+                       stop_lowpass=stop_lowpass if method == ENS_RESIDUAL else None,
+                       ens_plus=ens_plus if method == "ens_plus" else None)
         if log:
             log(f"{family} -> {test_family}/{test_setting} {method}: rel L2 {float(tr.rel_error[-1].mean()):.3g}, "
                 f"{float(tr.wall_time[-1]) / tr.batch_size * 1e3:.2f} ms/sample ({tr.status})")
@@ -472,7 +533,8 @@ def _run_models(run: str) -> tuple[str, ...]:
     """The checkpoint kinds a run's result depends on (see :func:`run_key`)."""
     if run in METHOD_SPECS:
         return METHOD_SPECS[run].models
-    return {"select_tto": ("surrogate",), "select_stop_lowpass": ("ens",)}.get(run, ("ens", "surrogate"))
+    return {"select_tto": ("surrogate",), "select_stop_lowpass": ("ens",),
+            "select_ens_plus": ("ens",)}.get(run, ("ens", "surrogate"))
 
 
 _SAMPLES = ("n_samples", "batch_size")
@@ -480,6 +542,7 @@ _SAMPLES = ("n_samples", "batch_size")
 #: depends on the test samples and batches plus its own iterations (and the validation choice it
 #: uses); a validation choice only on its own entries
 _BUDGET_KEYS = {"select_tto": ("tto_steps", "tto_lrs", "n_select"), "select_stop_lowpass": ("n_sensitivity",),
+                "select_ens_plus": ("n_sensitivity", "gn_steps", "cg_iterations", "newton_steps"),
                 "alpha_t_sensitivity": ("n_sensitivity",)}
 
 
@@ -492,11 +555,11 @@ def _budget_keys(run: str) -> tuple[str, ...] | None:
 
 def cached_choice(select, profile: str, family: str, cache_dir, *, budget: dict | None = None, checkpoint_root=None,
                   data_root=None, device="cpu", threads: int | None = None) -> tuple[object, pd.DataFrame]:
-    """``select(...)`` (:func:`select_tto` or :func:`select_stop_lowpass`, on validation data) for
+    """``select(...)`` (a function of :data:`SELECTIONS`, on validation data) for
     the model family: ``(choice, table)``, read from ``cache_dir`` when its :func:`run_key` is
     unchanged, else computed and stored there."""
-    if select not in (select_tto, select_stop_lowpass):
-        raise ValueError(f"expected select_tto or select_stop_lowpass, got {select!r}")
+    if select not in SELECTIONS.values():
+        raise ValueError(f"expected one of {[f.__name__ for f in SELECTIONS.values()]}, got {select!r}")
     key = run_key(profile, TestSet(family, in_distribution_setting(family)), select.__name__, budget=budget,
                   checkpoint_root=checkpoint_root, data_root=data_root, device=device, threads=threads)
     path = Path(cache_dir) / f"{family}_{select.__name__}_{key}.json"
@@ -523,12 +586,20 @@ def tto_selection(profile: str, families, cache_dir, *, workers: int = 1, **kwar
     return pd.concat(frames, ignore_index=True)
 
 
+def ens_plus_selection(profile: str, families, cache_dir, *, workers: int = 1, **kwargs) -> pd.DataFrame:
+    """ENS+'s validation candidates of every family (:func:`select_ens_plus`'s tables, through
+    :func:`cached_choice`, as :func:`evaluate_profile` with ``workers`` chose them), with a
+    ``family`` column; the ``chosen`` row of each family is its choice."""
+    return pd.concat([cached_choice(select_ens_plus, profile, family, cache_dir, threads=run_threads(workers),
+                                    **kwargs)[1].assign(family=family) for family in families], ignore_index=True)
+
+
 def _method_job(job: dict) -> None:
     """One method on one setting (a :func:`ens.workers.map_jobs` job): run and write its cache files."""
     test, method, paths = job["test"], job["method"], job["paths"]
     (t,) = run_setting(job["profile"], test, [method], budget=job["budget"],
                        checkpoint_root=job["checkpoint_root"], data_root=job["data_root"], device=job["device"],
-                       tto=job["tto"], stop_lowpass=job["stop_lowpass"], log=job["log"])
+                       tto=job["tto"], stop_lowpass=job["stop_lowpass"], ens_plus=job["ens_plus"], log=job["log"])
     write_csv(t.frame(family=test.family, test_family=test.test_family, setting=test.setting), paths[0])
     write_csv(_summary_rows([t]), paths[1])
 
@@ -541,7 +612,7 @@ def _evaluation_job(job: dict):
 
 
 #: validation choice (``Method.choice``) -> the function that makes it
-SELECTIONS = {"tto": select_tto, "stop_lowpass": select_stop_lowpass}
+SELECTIONS = {"tto": select_tto, "stop_lowpass": select_stop_lowpass, "ens_plus": select_ens_plus}
 
 
 def evaluate_profile(profile: str, out_dir, families=None, settings=None, *, extra_methods=(),
@@ -642,7 +713,7 @@ def evaluate_runs(profile: str, runs, *, checkpoint_root=None, data_root=None, d
         if "select" in job:
             continue
         choice, key = job.pop("choice", (None, None))
-        job["tto"] = job["stop_lowpass"] = None
+        job["tto"] = job["stop_lowpass"] = job["ens_plus"] = None
         if key is not None:
             after[n] = (position[id(needs[key])], choice)
     map_jobs(_evaluation_job, jobs, workers=workers, threads=threads, progress=progress, after=after,

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["Method", "RunContext", "METHOD_SPECS", "METHODS", "LABELS", "ENS_RESIDUAL", "method_spec",
+__all__ = ["Method", "RunContext", "METHOD_SPECS", "METHODS", "LABELS", "ENS_RESIDUAL", "ens_start", "method_spec",
            "methods_for", "register_method", "unregister_method"]
 
 #: the ENS row with the label-free residual stop rule (an optional extra row of the comparison)
@@ -32,7 +32,8 @@ class RunContext:
     """What a runner gets: the PDE, one batch of inputs ``c`` and reference solutions ``u`` (for the
     error metric only), the shipped checkpoints ``models`` by kind (:data:`ens.train.KINDS`: at
     least the ones its method names in :attr:`Method.models`), the evaluation budget and the
-    validation choices (``tto``: ``{"lr", "steps"}``; ``stop_lowpass``)."""
+    validation choices (``tto``: ``{"lr", "steps"}``; ``stop_lowpass``; ``ens_plus``: the
+    start, refiner and steps of :func:`ens.evaluate.select_ens_plus`)."""
 
     pde: Any
     c: torch.Tensor
@@ -41,6 +42,7 @@ class RunContext:
     budget: dict
     tto: dict | None = None
     stop_lowpass: float = 1.0
+    ens_plus: dict | None = None
 
     @property
     def ens(self):
@@ -74,8 +76,8 @@ class Method:
     :class:`ens.solvers.Trajectory` for the batch of ``ctx``; ``budget`` names the entries of
     :data:`ens.experiments.EVALUATION` it reads (the test samples and batches always count);
     ``warmup`` overrides them for the one-sample warm-up call; ``applies(pde)`` says whether it
-    runs on a family by default; ``choice`` is the validation choice it needs (``"tto"`` or
-    ``"stop_lowpass"``); an ``extra`` method runs only when asked for; ``cost`` is its run time
+    runs on a family by default; ``choice`` is the validation choice it needs (a key of
+    :data:`ens.evaluate.SELECTIONS`); an ``extra`` method runs only when asked for; ``cost`` is its run time
     relative to the others' (the scheduler starts the longest jobs first); ``models`` are the
     checkpoint kinds (:data:`ens.train.KINDS`) its result depends on (they enter its cache key)."""
 
@@ -131,11 +133,24 @@ def _ens_residual(ctx: RunContext):
     return tr
 
 
+def ens_start(inference: dict, start: str, stop_lowpass: float | None = None) -> dict:
+    """ENS's part of ENS+ as :func:`ens.solvers.ens_plus` arguments: ``start="steps"`` runs the
+    checkpoint's ``T_test`` steps (the ENS row), ``"residual"`` the residual stop rule with filter
+    ``stop_lowpass`` up to ``max_steps`` (the ENS residual-stop row)."""
+    if start == "steps":
+        return {"alpha": inference["alpha"], "steps": inference["steps"]}
+    if start == "residual":
+        return {"alpha": inference["alpha"], "steps": inference["max_steps"], "stop": "residual",
+                "stop_lowpass": stop_lowpass}
+    raise ValueError(f"unknown ENS+ start {start!r}; expected 'steps' or 'residual'")
+
+
 def _ens_plus(ctx: RunContext):
     from .solvers import ens_plus
-    inf, b = ctx.ens.inference, ctx.budget
-    return ens_plus(ctx.ens.model, ctx.pde, ctx.c, alpha=inf["alpha"], steps=inf["steps"], gn_steps=b["gn_steps"],
-                    cg_iterations=b["cg_iterations"], **ctx.common)
+    ch = ctx.ens_plus
+    return ens_plus(ctx.ens.model, ctx.pde, ctx.c, **ens_start(ctx.ens.inference, ch["start"], ch["stop_lowpass"]),
+                    refine=ch["refine"], refine_steps=ch["refine_steps"], cg_iterations=ctx.budget["cg_iterations"],
+                    **ctx.common)
 
 
 def _tto(ctx: RunContext):
@@ -183,9 +198,10 @@ METHOD_SPECS: dict[str, Method] = {m.name: m for m in (
     Method("surrogate_matched", "surrogate, ENS's training time", _one_shot("surrogate_matched"),
            models=("surrogate_matched",)),
     Method("ens", "ENS", _ens, models=("ens",)),
-    # the Gauss-Newton row's budget, so that the two differ only in their start
-    Method("ens_plus", "ENS+ (ENS, then Gauss–Newton)", _ens_plus, ("gn_steps", "cg_iterations"),
-           {"gn_steps": 1, "cg_iterations": 2}, cost=3.0, models=("ens",)),
+    # start, refiner and steps chosen on validation data within the Gauss-Newton and Newton rows' budgets
+    Method("ens_plus", "ENS+ (ENS, then Gauss–Newton or Newton)", _ens_plus,
+           ("gn_steps", "cg_iterations", "newton_steps", "n_sensitivity"), {"cg_iterations": 2}, choice="ens_plus",
+           cost=3.0, models=("ens",)),
     Method("gd", "residual GD", _hybrid(_gd), ("gd_steps",), {"gd_steps": 1}, cost=3.0, models=("surrogate",)),
     Method("gauss_newton", "Gauss–Newton (LM)", _hybrid(_gauss_newton), ("gn_steps", "cg_iterations"),
            {"gn_steps": 1, "cg_iterations": 2}, cost=3.0, models=("surrogate",)),

@@ -23,7 +23,7 @@ from .methods import LABELS
 __all__ = ["set_style", "save_figure", "plot_conditioning", "plot_bound_tightness", "plot_gd_damping",
            "plot_trajectories", "plot_error_bands", "plot_training_curves", "plot_iterate_losses",
            "plot_iterate_errors", "plot_stability", "plot_error_vs_residual", "plot_error_vs_time", "plot_shift",
-           "plot_advantage_vs_condition", "plot_alpha_t_sensitivity", "plot_tto_selection", "WhatIfFigures",
+           "plot_advantage_vs_condition", "plot_alpha_t_sensitivity", "plot_tto_selection", "plot_budget_study", "plot_ens_plus_selection", "WhatIfFigures",
            "plot_whatif_fields", "plot_whatif_curves", "setting_label"]
 
 _STYLED = False
@@ -266,6 +266,31 @@ def plot_training_curves(history: pd.DataFrame, path: str | Path | None = None, 
     return save_figure(g.figure, path)
 
 
+def plot_budget_study(study: pd.DataFrame, path: str | Path | None = None) -> matplotlib.figure.Figure:
+    """The training-budget study (:func:`ens.evaluate.budget_study`): the final estimate's rel L2
+    against the training budget in ENS epochs, one line per model, one panel per data set
+    (the validation split, then each test set)."""
+    set_style()
+    _require(study, ["budget", "model", "split", "setting", "rel_l2"], "plot_budget_study")
+    data = study.assign(model=study.model.map(_kind_label),
+                        set=np.where(study.split == "val", "validation " + study.setting.astype(str),
+                                     "test " + study.setting.astype(str)))
+    g = sns.relplot(data=data, x="budget", y="rel_l2", hue="model", col="set", kind="line", marker="o",
+                    col_wrap=min(2, data.set.nunique()), height=2.6, aspect=1.4, facet_kws={"sharey": False})
+    g.set(xscale="log", yscale="log")
+    budgets = sorted(study.budget.unique())
+    for ax in g.axes.flat:
+        ax.set_xticks(budgets, [str(b) for b in budgets])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        _declutter_log_axes(ax)
+    sns.move_legend(g, "upper center", bbox_to_anchor=(0.5, 1.0), ncol=data.model.nunique(), title=None,
+                    frameon=False)
+    g.figure.subplots_adjust(top=0.88, hspace=0.45)
+    g.set_axis_labels("training budget [ENS epochs]", "rel. L2 error")
+    g.set_titles("{col_name}")
+    return save_figure(g.figure, path)
+
+
 def _kind_label(kind: str) -> str:
     """A checkpoint kind (:data:`ens.train.KINDS`) as the figures name it: its method's label, the
     plain surrogate's with the budget that sets it apart from the compute-matched one."""
@@ -354,6 +379,33 @@ def plot_tto_selection(table: pd.DataFrame, path: str | Path | None = None) -> m
     return save_figure(fig, path)
 
 
+def plot_ens_plus_selection(table: pd.DataFrame, path: str | Path | None = None) -> matplotlib.figure.Figure:
+    """ENS+'s validation candidates (:func:`ens.evaluate.ens_plus_selection`): validation rel L2
+    against the wall time per sample along each (ENS start, refiner) run, one panel per family;
+    the first point of each line is ENS alone, the chosen candidate is circled."""
+    set_style()
+    _require(table, ["family", "start", "refine", "refine_steps", "val_rel_l2", "ms_per_sample", "chosen"],
+             "plot_ens_plus_selection")
+    families = list(dict.fromkeys(table.family))
+    fig, axes = _grid(len(families), 3, 3.8, 3.0)
+    names = {("steps", "gauss_newton"): "ENS, then Gauss–Newton", ("steps", "newton"): "ENS, then Newton",
+             ("residual", "gauss_newton"): "ENS (residual stop), then Gauss–Newton",
+             ("residual", "newton"): "ENS (residual stop), then Newton"}
+    styles = {"steps": {"ls": "-"}, "residual": {"ls": "--"}}
+    colours = {"gauss_newton": "C3", "newton": "C4"}
+    for ax, family in zip(axes.flat, families):
+        d = table[table.family == family]
+        for (start, refine), g in d.groupby(["start", "refine"], sort=False):
+            g = g.sort_values("refine_steps")
+            ax.plot(g.ms_per_sample, g.val_rel_l2, marker=".", ms=4, color=colours.get(refine, "C5"),
+                    label=names.get((start, refine), f"{start}, {refine}"), **styles.get(start, {}))
+        pick = d[d.chosen]
+        ax.plot(pick.ms_per_sample, pick.val_rel_l2, "o", mfc="none", mec="k", ms=10, label="chosen")
+        ax.set(xscale="log", yscale="log", title=family, xlabel="wall time per sample [ms]",
+               ylabel="validation rel. L2")
+    return _finish_panels(fig, axes, len(families), path, max_columns=2)
+
+
 def _palette() -> dict:
     """label -> colour, one per method in registration order (stable for the built-in methods)."""
     labels = list(LABELS.values())
@@ -381,9 +433,11 @@ def _declutter_log_axes(ax) -> None:
     every one of them on an axis of up to about two decades, and in a narrow panel they overlap.
     On the (vertical) y axis the mantissas 2 and 5 keep a label up to 2.5 decades, beyond only the
     powers of ten; on the x axis, where the labels run into each other sideways, only the powers
-    of ten."""
+    of ten. On an x axis of under a decade, whose labels are all minor ones, the mantissas 2 and 5."""
     for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
-        if axis.get_scale() == "log" and lo > 0 and hi >= 10 * lo:
+        if axis is ax.xaxis and axis.get_scale() == "log" and 0 < lo and hi < 10 * lo:
+            axis.set_minor_formatter(matplotlib.ticker.FuncFormatter(_minor_2_5))
+        elif axis.get_scale() == "log" and lo > 0 and hi >= 10 * lo:
             few = axis is ax.yaxis and hi < 10 ** 2.5 * lo
             axis.set_minor_formatter(matplotlib.ticker.FuncFormatter(_minor_2_5) if few
                                      else matplotlib.ticker.NullFormatter())

@@ -70,7 +70,7 @@ from .pdes import FAMILIES, PDE
 from .solvers import ens_solve, surrogate_solve
 
 __all__ = ["TrainConfig", "KINDS", "UNROLLS", "RECIPE_VARIANTS", "checkpoint_dir", "checkpoint_path", "load_trained",
-           "unrolled_loss", "train", "select_inference", "evaluate_split", "recipe_study", "recipe_study_path",
+           "unrolled_loss", "train", "select_inference", "evaluate_split", "recipe_study", "recipe_study_path", "budget_study_path",
            "recipe_summary", "measure_cost_ratio", "matched_epochs"]
 
 #: the trained roles: ENS, the surrogate with ENS's epochs, the surrogate with ENS's training time
@@ -505,6 +505,12 @@ def recipe_study_path(profile: str, family: str, root: str | os.PathLike | None 
     """The recipe study's table ``<root>/recipe_<profile>_<family>.csv``; ``root`` defaults to the
     shipped ``data/studies`` of the checkout (where ``ens study`` writes and notebook 02 reads)."""
     return (Path(root) if root is not None else studies_dir()) / f"recipe_{profile}_{family}.csv"
+
+
+def budget_study_path(profile: str, family: str, root: str | os.PathLike | None = None) -> Path:
+    """The training-budget study's table ``<root>/budget_<profile>_<family>.csv``
+    (:func:`ens.evaluate.budget_study`; ``root`` as for :func:`recipe_study_path`)."""
+    return (Path(root) if root is not None else studies_dir()) / f"budget_{profile}_{family}.csv"
 
 
 def recipe_summary(study, at_step: int = 5, at_alpha: float = 1.0):

@@ -69,7 +69,8 @@ BUDGET_KEYS = ("gd_steps", "gn_steps", "cg_iterations", "newton_steps", "tto_ste
 MAX_STEPS = 1000
 MAX_ALPHA = 4.0
 #: what each validation choice of a method (:attr:`ens.methods.Method.choice`) is, for progress messages
-_CHOICES = {"tto": "the test-time optimisation's lr and steps", "stop_lowpass": "the residual stop rule's filter"}
+_CHOICES = {"tto": "the test-time optimisation's lr and steps", "stop_lowpass": "the residual stop rule's filter",
+            "ens_plus": "ENS+'s start, refiner and steps"}
 #: the methods that cost a few network passes (the panel draws them first, then the hybrids)
 FAST_METHODS = ("reference", "surrogate", "surrogate_matched", "ens", ENS_RESIDUAL)
 
@@ -316,19 +317,20 @@ class WhatIf:
         chosen = self._choice(spec.choice, s.family, timings, progress) if spec.choice else None
         tto = chosen if spec.choice == "tto" else None
         lowpass = chosen if spec.choice == "stop_lowpass" else 1.0
+        plus = chosen if spec.choice == "ens_plus" else None
         settings = tuple((k, b[k]) for k in spec.budget)
         if "ens" in spec.models:
             # the what-if alpha and T as the checkpoint's inference choice (T caps the residual rule)
             inference = {**models["ens"].inference, "alpha": r["alpha"], "steps": r["steps"], "max_steps": r["steps"]}
             models = {**models, "ens": dataclasses.replace(models["ens"], inference=inference)}
             settings += (("alpha", r["alpha"]), ("steps", r["steps"]))
-        choice = (tuple(sorted(tto.items())) if tto else None, lowpass)
+        choice = (tuple(sorted(tto.items())) if tto else None, lowpass, tuple(sorted(plus.items())) if plus else None)
         key = ("run", *r["where"], s.sample, m, settings, choice)
         if defer and key not in self._store:
             return None
 
         def context(budget):
-            return RunContext(r["pde"], c, u, models, budget, tto, lowpass)
+            return RunContext(r["pde"], c, u, models, budget, tto, lowpass, plus)
 
         def compute():
             warm = (s.family, r["S"], m)

@@ -14,7 +14,9 @@ from ens.evaluate import (
     load_trained,
     methods_for,
     require_shipped,
+    ENS_PLUS_TOLERANCE,
     run_setting,
+    select_ens_plus,
     select_tto,
     shipped_families,
     summary_table,
@@ -125,6 +127,31 @@ def test_tto_learning_rate_and_steps_are_chosen_on_validation_data(ci_root):
     assert best[(choice["lr"], choice["steps"])] == tried.val_rel_l2.min()
     spec_trs = run_setting("ci", TestSet("helmholtz", "k=1"), ["tto"], budget=BUDGET, data_root=ci_root, tto=choice)
     assert spec_trs[0].iterations == choice["steps"]
+
+
+def test_ens_plus_is_the_fastest_validation_candidate_within_the_tolerance_of_the_best(ci_root):
+    ens = load_trained("ci", "nonlinear_helmholtz", "ens")
+    choice, table = select_ens_plus(ens, "ci", BUDGET, ci_root)
+    # both starts, both refiners (Newton: a nonlinear family), every prefix of each refiner's run
+    assert set(table.start) == {"steps", "residual"} and set(table.refine) == {"gauss_newton", "newton"}
+    gn = table[(table.start == "steps") & (table.refine == "gauss_newton")]
+    assert list(gn.refine_steps) == list(range(BUDGET["gn_steps"] + 1))
+    assert table.chosen.sum() == 1
+    near = table[table.val_rel_l2 <= ENS_PLUS_TOLERANCE * table.val_rel_l2.min()]
+    pick = table[table.chosen].iloc[0]
+    assert pick.ms_per_sample == near.ms_per_sample.min()
+    assert choice == {"start": pick.start, "refine": pick.refine, "refine_steps": pick.refine_steps,
+                      "stop_lowpass": choice["stop_lowpass"]}
+    assert (choice["stop_lowpass"] is None) == (choice["start"] == "steps")
+    # the test run follows the choice: ENS's steps, then the chosen refiner's
+    (tr,) = run_setting("ci", TestSet("nonlinear_helmholtz", "k=2_lam=-1"), ["ens_plus"], budget=BUDGET,
+                        data_root=ci_root, ens_plus=choice)
+    assert tr.iterations == tr.info["first_iterations"] + choice["refine_steps"]
+    assert ("cg_iterations" in tr.info["second"]) == (choice["refine"] == "gauss_newton")
+    assert tr.info["ens_plus"] == choice
+    # a linear family has no Newton candidate
+    _, linear = select_ens_plus(load_trained("ci", "poisson", "ens"), "ci", BUDGET, ci_root)
+    assert set(linear.refine) == {"gauss_newton"}
 
 
 def test_bad_arguments_are_refused(ci_root):

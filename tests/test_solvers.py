@@ -354,7 +354,7 @@ def test_ens_plus_is_ens_then_gauss_newton_from_its_estimate(problem):
     model = solver(pde, c, u_true)
     ens = ens_solve(model, pde, c, alpha=0.5, steps=3, u_true=u_true)
     gn = gauss_newton(pde, c, ens.u, steps=2, cg_iterations=30, u_true=u_true)
-    plus = ens_plus(model, pde, c, alpha=0.5, steps=3, gn_steps=2, cg_iterations=30, u_true=u_true)
+    plus = ens_plus(model, pde, c, alpha=0.5, steps=3, refine_steps=2, cg_iterations=30, u_true=u_true)
     assert plus.method == "ens_plus" and plus.iterations == 3 + 2 and plus.status == "ok"
     # the same iterates as the two runs one after the other (the networks and CG are deterministic)
     torch.testing.assert_close(plus.rel_error, torch.cat([ens.rel_error, gn.rel_error[1:]]), rtol=1e-12, atol=0)
@@ -373,10 +373,26 @@ def test_ens_plus_returns_a_diverged_ens_part_as_it_is(problem):
     from ens.solvers import ens_plus
     pde, c, u_true = problem
     model = solver(pde, c, u_true, corrector=Fn(lambda x, n: torch.full_like(x[:, :1], 1e8)))
-    tr = ens_plus(model, pde, c, alpha=0.5, steps=5, gn_steps=3, u_true=u_true, on_divergence="stop")
+    tr = ens_plus(model, pde, c, alpha=0.5, steps=5, refine_steps=3, u_true=u_true, on_divergence="stop")
     assert tr.method == "ens_plus" and tr.status == "diverged" and tr.iterations == 0
     with pytest.raises(DivergenceError):
-        ens_plus(model, pde, c, alpha=0.5, steps=5, gn_steps=3)
+        ens_plus(model, pde, c, alpha=0.5, steps=5, refine_steps=3)
+
+
+def test_ens_plus_with_newton_or_the_residual_stop_is_the_two_runs_one_after_the_other():
+    from ens.solvers import ens_plus, newton
+    pde, c, u_true = helpers.problem("nonlinear_helmholtz", S, B, seed=5)
+    model = solver(pde, c, u_true)
+    ens = ens_solve(model, pde, c, alpha=0.5, steps=6, stop="residual", u_true=u_true)
+    nt = newton(pde, c, ens.u, steps=4, u_true=u_true)
+    plus = ens_plus(model, pde, c, alpha=0.5, steps=6, stop="residual", stop_lowpass=1.0, refine="newton",
+                    refine_steps=4, u_true=u_true)
+    assert plus.info["first_iterations"] == ens.iterations and plus.iterations == ens.iterations + nt.iterations
+    torch.testing.assert_close(plus.rel_error, torch.cat([ens.rel_error, nt.rel_error[1:]]), rtol=1e-12, atol=0)
+    # Newton from any start converges on this mildly nonlinear problem: to round-off in 4 steps
+    assert float(plus.rel_error[-1].max()) < 1e-8 < float(ens.rel_error[-1].min())
+    with pytest.raises(ValueError, match="unknown refiner 'cg'"):
+        ens_plus(model, pde, c, alpha=0.5, steps=2, refine="cg", refine_steps=1)
 
 
 def test_chain_refuses_mismatched_trajectories(problem):

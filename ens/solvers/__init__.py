@@ -1,4 +1,4 @@
-"""Solvers that take any PDE object: the ENS loop, ENS+ (ENS, then Gauss--Newton), the plain surrogate and the residual-based
+"""Solvers that take any PDE object: the ENS loop, ENS+ (ENS, then a classical refiner), the plain surrogate and the residual-based
 baselines (gradient descent, Gauss--Newton / Levenberg--Marquardt, Newton for the Helmholtz
 family, PINO-style test-time optimisation); every one returns a :class:`Trajectory`.
 
@@ -13,7 +13,7 @@ from .newton import newton
 from .residual_descent import estimate_jacobian_norm, gradient_descent
 from .trajectory import DivergenceError, Recorder, Trajectory, chain
 
-_LAZY = {"ens_solve": ".ens", "surrogate_solve": ".ens", "ens_plus": ".ens", "STOP_RULES": ".ens", "test_time_optimisation": ".test_time"}
+_LAZY = {"ens_solve": ".ens", "surrogate_solve": ".ens", "ens_plus": ".ens", "STOP_RULES": ".ens", "REFINERS": ".ens", "test_time_optimisation": ".test_time"}
 
 
 def __getattr__(name):
@@ -21,7 +21,7 @@ def __getattr__(name):
         return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-__all__ = ["ens_solve", "surrogate_solve", "ens_plus", "STOP_RULES", "Trajectory", "Recorder", "DivergenceError", "chain",
+__all__ = ["ens_solve", "surrogate_solve", "ens_plus", "STOP_RULES", "REFINERS", "Trajectory", "Recorder", "DivergenceError", "chain",
            "gradient_descent", "estimate_jacobian_norm", "gauss_newton", "newton", "test_time_optimisation",
            "BASELINES"]
 

@@ -28,9 +28,10 @@ from ..models import NeuralSolver, lowpass
 from ..pdes import PDE
 from . import _common as cm
 from .gauss_newton import gauss_newton
+from .newton import newton
 from .trajectory import Recorder, Trajectory, chain
 
-__all__ = ["ens_solve", "surrogate_solve", "ens_plus", "STOP_RULES"]
+__all__ = ["ens_solve", "surrogate_solve", "ens_plus", "STOP_RULES", "REFINERS"]
 
 STOP_RULES = (None, "residual")
 
@@ -106,24 +107,40 @@ def ens_solve(model: NeuralSolver, pde: PDE, c: torch.Tensor, *, alpha: float, s
                           stop_lowpass=stop_lowpass if stop else None)
 
 
-def ens_plus(model: NeuralSolver, pde: PDE, c: torch.Tensor, *, alpha: float, steps: int, gn_steps: int,
-             cg_iterations: int = 20, damping: float = 1e-3, u_true: torch.Tensor | None = None,
-             on_divergence: str = "raise", keep_states: bool = False) -> Trajectory:
-    """ENS+ (method ``"ens_plus"``): ``steps`` ENS steps with step size ``alpha``, then
-    ``gn_steps`` Gauss--Newton (Levenberg--Marquardt) steps of ``cg_iterations`` CG iterations
-    from ENS's estimate (:func:`ens.solvers.gauss_newton`, ``damping`` as there), as one
-    trajectory (:func:`ens.solvers.trajectory.chain`; ENS's cost is part of its wall time).
+#: the classical refiners ENS+ can end with (``refine``)
+REFINERS = ("gauss_newton", "newton")
+
+
+def ens_plus(model: NeuralSolver, pde: PDE, c: torch.Tensor, *, alpha: float, steps: int, refine_steps: int,
+             refine: str = "gauss_newton", cg_iterations: int = 20, damping: float = 1e-3, stop: str | None = None,
+             stop_lowpass: float = 1.0, u_true: torch.Tensor | None = None, on_divergence: str = "raise",
+             keep_states: bool = False) -> Trajectory:
+    """ENS+ (method ``"ens_plus"``): ENS with step size ``alpha`` (``steps`` steps, or at most that
+    many under the residual stop rule ``stop``/``stop_lowpass`` of :func:`ens_solve`), then
+    ``refine_steps`` steps of a classical solver from ENS's estimate, as one trajectory
+    (:func:`ens.solvers.trajectory.chain`; ENS's cost is part of its wall time). ``refine`` is
+    ``"gauss_newton"`` (Levenberg--Marquardt with ``cg_iterations`` CG iterations per step and
+    ``damping``, :func:`ens.solvers.gauss_newton`) or ``"newton"`` (:func:`ens.solvers.newton`, for
+    PDEs that support it).
 
     The two parts fix complementary errors. The learned corrections remove the low-mode error
     that a few residual-based steps cannot see (their steps shrink with the small singular values
     of the Jacobian, notebook 01), and they leave a grid-scale error, amplified ``~1/h^2`` in the
-    residual, which is exactly what the first Gauss--Newton steps remove. A run whose ENS part
-    diverges (``on_divergence="stop"``) is returned as it is, under this method's name."""
-    first = ens_solve(model, pde, c, alpha=alpha, steps=steps, u_true=u_true, on_divergence=on_divergence,
-                      keep_states=keep_states)
+    residual, which is exactly what the first Gauss--Newton steps remove. Which start, refiner and
+    number of steps a family uses is chosen on validation data (:func:`ens.evaluate.select_ens_plus`).
+    A run whose ENS part diverges (``on_divergence="stop"``) is returned as it is, under this
+    method's name."""
+    if refine not in REFINERS:
+        raise ValueError(f"unknown refiner {refine!r}; expected one of {list(REFINERS)}")
+    check_int(refine_steps, "refine_steps", 0)
+    first = ens_solve(model, pde, c, alpha=alpha, steps=steps, u_true=u_true, stop=stop, stop_lowpass=stop_lowpass,
+                      on_divergence=on_divergence, keep_states=keep_states)
     if first.status == "diverged":
         first.method = "ens_plus"
         return first
-    second = gauss_newton(pde, c, first.u, steps=gn_steps, cg_iterations=cg_iterations, damping=damping,
-                          u_true=u_true, on_divergence=on_divergence, keep_states=keep_states)
+    common = {"steps": refine_steps, "u_true": u_true, "on_divergence": on_divergence, "keep_states": keep_states}
+    if refine == "newton":
+        second = newton(pde, c, first.u, **common)
+    else:
+        second = gauss_newton(pde, c, first.u, cg_iterations=cg_iterations, damping=damping, **common)
     return chain(first, second, "ens_plus")

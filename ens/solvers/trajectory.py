@@ -119,7 +119,8 @@ def chain(first: Trajectory, second: Trajectory, method: str) -> Trajectory:
     """``second``, a run started from ``first``'s final estimate, appended to ``first`` as one
     trajectory named ``method``: ``second``'s iterate 0 (that estimate again) is dropped, and its
     wall times and counts, cumulative from its own start, are added to ``first``'s final ones. The
-    status is the first one that is not ``"ok"``; ``info`` holds both runs' (``first``, ``second``)."""
+    status is the first one that is not ``"ok"``; ``info`` holds both runs' (``first``, ``second``)
+    and ``first_iterations``, the iterate at which ``second`` starts."""
     if first.batch_size != second.batch_size:
         raise ValueError(f"expected trajectories of one batch, got {first.batch_size} and {second.batch_size} samples")
     if (first.rel_error is None) != (second.rel_error is None):
@@ -135,4 +136,5 @@ def chain(first: Trajectory, second: Trajectory, method: str) -> Trajectory:
                       cat(first.wall_time, second.wall_time), cat(first.residual_evals, second.residual_evals),
                       cat(first.jacobian_evals, second.jacobian_evals), error, states, status,
                       "; ".join(m for m in (first.message, second.message) if m),
-                      {"first": dict(first.info), "second": dict(second.info)})
+                      {"first": dict(first.info), "second": dict(second.info),
+                       "first_iterations": first.iterations})
