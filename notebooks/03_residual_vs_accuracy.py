@@ -33,7 +33,7 @@
 # | surrogate | $G_0(c)$, one shot, trained for ENS's epochs | — |
 # | surrogate, ENS's training time | the same backbone trained for ENS's training wall time (45–53 epochs instead of 8, notebook 02): the compute-fair learned baseline | — |
 # | ENS | $u_{t+1} = u_t + \alpha G_1([c, u_t, sR(u_t)])$, $\alpha$ and $T$ from validation | $T_\text{test}$ |
-# | ENS+ | ENS, then the Gauss–Newton row's steps started from ENS's estimate instead of the surrogate's (`ens.solvers.ens_plus`): the learned steps fix the low modes the residual hides, the classical ones the grid-scale error ENS leaves | $T_\text{test}$ + outer × CG |
+# | ENS+ | ENS, then Gauss–Newton (or Newton) steps from ENS's estimate (`ens.solvers.ens_plus`): the learned steps fix the low modes the residual hides, the classical ones the grid-scale error ENS leaves; start, refiner and steps chosen on validation data within the Gauss–Newton and Newton rows' budgets (section 4) | $T_\text{test}$ + chosen steps |
 # | residual GD | gradient descent on $\tfrac12\|R(u)\|^2$, step $1/\sigma_{\max}(J)^2$ (power iteration) | many |
 # | Gauss–Newton | Levenberg–Marquardt, matrix-free: JVP/VJP with `torch.func` (in closed form for Navier–Stokes and Kolmogorov, `PDE.linearize`), CG on the normal equations | outer × CG |
 # | Newton | nonlinear Helmholtz only: exact Jacobian solves (sparse LU) | few |
@@ -56,6 +56,7 @@ from IPython.display import display
 from ens import notebook, plots, theory
 from ens.evaluate import (
     comparison_settings,
+    ens_plus_selection,
     equal_time_table,
     evaluate_profile,
     front_table,
@@ -119,8 +120,9 @@ display(cost.map(sig3))
 #   is far from converged, and the surrogate turns the same compute into six times more optimiser
 #   steps. ENS's case rests on the ill-conditioned shifts, where the extra training buys the
 #   surrogate almost nothing.
-# * **ENS+** gives the Gauss–Newton row's budget to ENS's estimate instead of the surrogate's.
-#   Where the error ENS leaves is grid-scale, which the residual sees (Darcy, the flows), the
+# * **ENS+** follows ENS with the classical steps chosen on validation data (section 4): within
+#   the Gauss–Newton row's budget, or the Newton row's on nonlinear Helmholtz, started from ENS's
+#   estimate instead of the surrogate's. Where the error ENS leaves is grid-scale, which the residual sees (Darcy, the flows), the
 #   classical steps remove it; where it sits in the low modes (Helmholtz $k = 3, 4$) they change
 #   almost nothing, as notebook 01 predicts.
 # * **Newton** (nonlinear Helmholtz) is a classical solver started from the network's
@@ -165,9 +167,14 @@ for m in ("ens", "ens_plus"):
     off = rows[~rows.on_front]
     print(f"{m}: on the front in {int(rows.on_front.sum())} of {len(rows)} settings"
           + (f"; dominated in {dict(zip(off.setting, off.dominated_by))}" if len(off) else ""))
-# the same computation timed twice in one run: ENS's own run and the first T steps of ENS+
+# the same computation timed twice in one run: ENS's own run and the first T steps of ENS+ (for the
+# families whose ENS+ starts with the ENS row, section 4)
+plus_choices = ens_plus_selection(profile, families, nb.cache(), workers=workers)
+plus_chosen = plus_choices[plus_choices.chosen].set_index("family")
 key = ["family", "setting"]
-ens_end = trajectories[trajectories.method == "ens"].sort_values("iteration").groupby(key, sort=False).last()
+ens_end = trajectories[(trajectories.method == "ens")
+                       & trajectories.family.map(plus_chosen.start).eq("steps")].sort_values("iteration").groupby(
+    key, sort=False).last()
 plus_t = trajectories[trajectories.method == "ens_plus"].set_index([*key, "iteration"]).time_per_sample_s
 twice = pd.Series([plus_t.loc[(*k, int(r.iteration))] / r.time_per_sample_s for k, r in ens_end.iterrows()])
 print(f"timing noise: the T ENS steps inside ENS+ took {twice.min():.2f}-{twice.max():.2f}x the time of ENS's own run "
@@ -178,7 +185,7 @@ print("equal-time ratio (best non-ENS error within the method's time / its error
 print(ratios.pivot_table(index="setting", columns="method", values="equal_time_ratio", sort=False).map(sig3).to_string())
 
 # %% [markdown]
-# ## 4 · The test-time optimisation's budget, chosen on validation data
+# ## 4 · The budgets of test-time optimisation and ENS+, chosen on validation data
 #
 # Test-time optimisation has two hyper-parameters, Adam's learning rate and the number of steps.
 # Both are chosen together on validation samples (`ens.evaluate.select_tto`), as ENS's $\alpha$
@@ -202,6 +209,29 @@ plots.plot_tto_selection(tto_curves, path=nb.figure("tto_selection"));
 # %%
 print("test-time optimisation, chosen on validation data:")
 print(tto_curves.groupby("family", sort=False)[["chosen_lr", "chosen_steps"]].first().to_string())
+
+# %% [markdown]
+# **ENS+.** Which classical steps follow ENS is chosen the same way (`ens.evaluate.select_ens_plus`,
+# on 16 in-distribution validation samples per family). The candidates: ENS's part is the ENS row
+# ($\alpha_\text{test}$, $T_\text{test}$) or ENS under the residual stop rule (notebook 04); the
+# refiner is Gauss–Newton with the Gauss–Newton row's budget or, on nonlinear Helmholtz, Newton
+# with the Newton row's; every prefix of the refiner's run is a candidate (0 steps: ENS alone).
+# The choice is the fastest candidate whose validation error is within 10 % of the lowest of all
+# (`ENS_PLUS_TOLERANCE`): the curves below flatten after the first few steps on most families,
+# and 16 samples do not separate errors closer than that. Each line starts at ENS alone; the
+# circle is the choice.
+
+# %%
+plots.plot_ens_plus_selection(plus_choices, path=nb.figure("ens_plus_selection"));
+
+# %%
+print("ENS+, chosen on validation data (validation rel. L2 and ms per sample of the choice, of ENS alone, "
+      "and the lowest of all candidates):")
+alone = plus_choices[(plus_choices.start == "steps") & (plus_choices.refine_steps == 0)].groupby("family").first()
+lowest = plus_choices.groupby("family").val_rel_l2.min()
+print(plus_chosen.assign(ens_alone=alone.val_rel_l2, ens_alone_ms=alone.ms_per_sample, lowest=lowest)[
+    ["start", "refine", "refine_steps", "val_rel_l2", "ms_per_sample", "ens_alone", "ens_alone_ms", "lowest"]]
+    .to_string(formatters={c: sig3 for c in ["val_rel_l2", "ms_per_sample", "ens_alone", "ens_alone_ms", "lowest"]}))
 
 # %% [markdown]
 # ## 5 · Back to the theory: conditioning and the hybrids' stall

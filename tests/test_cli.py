@@ -208,7 +208,8 @@ def test_every_subcommand_runs_end_to_end_at_the_ci_profile(tmp_path):
     ens("evaluate", *poisson, "--out", str(tmp_path / "evaluate"), *cache)
     summary = pd.read_csv(tmp_path / "evaluate" / "summary.csv")
     assert {"reference", "surrogate", "ens", "gd", "gauss_newton", "tto"} <= set(summary.method)
-    assert set(summary.family) == {"poisson"} and (summary.status == "ok").all()
+    # "stopped": a residual stop rule ended the run (ENS+ may start with it), not a failure
+    assert set(summary.family) == {"poisson"} and summary.status.isin(["ok", "stopped"]).all()
     # the reference solver reproduces the stored solutions (measured 2.5e-8; 40x margin)
     assert summary.loc[summary.method == "reference", "rel_l2"].max() < 1e-6
 

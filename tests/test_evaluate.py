@@ -8,13 +8,13 @@ import torch
 from helpers import torch_threads
 
 from ens.evaluate import (
+    ENS_PLUS_TOLERANCE,
     METHODS,
     equal_time_table,
     front_table,
     load_trained,
     methods_for,
     require_shipped,
-    ENS_PLUS_TOLERANCE,
     run_setting,
     select_ens_plus,
     select_tto,
