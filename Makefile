@@ -21,7 +21,7 @@ NB_PARAMS := $(if $(filter-out default,$(PROFILE)),-p profile $(PROFILE)) \
 # needs its inline backend to put figures into the notebook; ens.notebook.setup switches to it.
 export PYTHONHASHSEED := 0
 
-.PHONY: setup test reproduce publish references data sync lab whatif bench-whatif clean help
+.PHONY: setup test reproduce publish references data sync lab whatif bench bench-whatif clean help
 
 help:
 	@echo "make setup      create $(VENV) (CPU torch, the package, the notebook/test stack, kernel python3)"
@@ -34,6 +34,7 @@ help:
 	@echo "make data       generate and verify every dataset of PROFILE=$(PROFILE) under data/$(PROFILE)/"
 	@echo "make sync       sync the jupytext pairs (notebooks/*.py <-> *.ipynb)"
 	@echo "make lab        start JupyterLab"
+	@echo "make bench      the kernels against references timed in the same run (ens bench): results/bench/"
 	@echo "make whatif     serve notebook 05 (the what-if explorer) as a web app with Voila on port $(WHATIF_PORT)"
 
 setup: $(STAMP)
@@ -94,6 +95,10 @@ clean:
 whatif: setup
 	@echo "the what-if explorer: http://localhost:$(WHATIF_PORT) (Ctrl-C stops it)"
 	ENS_WHATIF_APP=1 $(VENV)/bin/voila notebooks/05_what_if.ipynb --port=$(WHATIF_PORT) --no-browser
+
+# the kernels against references timed in the same run (ens.bench): one table, results/bench/bench_full.csv
+bench: setup
+	$(VPY) -m ens bench
 
 # the what-if panel's measured redraw times per family and kind of change (PROFILE, default: default)
 bench-whatif: setup

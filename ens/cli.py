@@ -135,6 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
                              description="Copy the executed notebooks of RESULTS over notebooks/*.ipynb, their tables "
                                          "to reports/default/ and rewrite the README's result tables (ens.report)")
     pu.add_argument("--results", default=str(results_dir()), help="the run's folder (default: results/)")
+    be = commands.add_parser("bench", parents=[common], help="benchmarks of the kernels against references timed in "
+                             "the same run (ens.bench)",
+                             description="Time each kernel and its reference side by side and print one table "
+                                         "(ratio, goal, threads, device, torch); writes OUT/bench_<size>.csv")
+    from .bench import BENCHMARKS, SIZES
+    be.add_argument("--size", choices=sorted(SIZES), default="full", help="problem sizes (default: full)")
+    be.add_argument("--only", choices=list(BENCHMARKS), nargs="+", default=None, help="run only these benchmarks")
+    be.add_argument("--out", default=None, help="output folder (default: results/bench)")
+    be.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     return parser
 
 
@@ -257,6 +266,16 @@ def _workers(args) -> int:
     return args.workers or default_workers()
 
 
+def _bench(args) -> int:
+    from .bench import run_benchmarks, write_table
+    table = run_benchmarks(args.size, args.only, args.device, progress=lambda name: print(f"== {name}", flush=True))
+    shown = table.drop(columns=["ours_median_ms"])
+    print(shown.to_string(index=False, float_format=lambda x: f"{x:.3g}"))
+    path = write_table(table, Path(args.out) if args.out else results_dir() / "bench", args.size)
+    print(f"{int(table.meets.sum())} of {len(table)} rows meet their goal; wrote {path}")
+    return 0
+
+
 def _publish(args) -> int:
     from .report import publish
     try:
@@ -370,6 +389,8 @@ def _dispatch(args) -> int:
         return _study(args)
     if args.command == "publish":
         return _publish(args)
+    if args.command == "bench":
+        return _bench(args)
     if args.command == "evaluate":
         return _evaluate(args)
     if args.command == "generalize":

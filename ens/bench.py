@@ -1,0 +1,166 @@
+"""Benchmarks of the package's kernels against a reference measured in the same run (``ens bench``).
+
+Each benchmark times one of our kernels and a reference for it on the same tensors, in the same
+process, with the same threads: the *ratio* is what a benchmark reports, since the absolute
+times of a shared machine move by tens of per cent from run to run while the ratio of two
+kernels timed side by side moves far less. Every timing is the minimum (and median) of
+``repeats`` calls after ``warmup`` untimed ones, with CUDA synchronised before the clock is read.
+
+A row of the table (:func:`run_benchmarks`): ``benchmark, case, ours_ms, reference, reference_ms,
+ratio, goal, meets, threads, device, torch``. ``ratio`` is ``ours / reference`` for a time
+(lower is better) and ``reference / ours`` for a speed-up (higher is better); ``goal`` says which
+and what it is held against. Sizes are named (:data:`SIZES`): ``"full"`` is the issue's
+(batch x grid = 64 x 256 for the residuals), ``"tiny"`` a smoke test that runs in seconds.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .checks import check_choice
+
+# torch and pandas are imported where they run, so that the command line lists the benchmarks
+# without loading them
+
+__all__ = ["SIZES", "BENCHMARKS", "time_call", "run_benchmarks", "write_table"]
+
+#: problem sizes per named size: residual batch and grid, data-generation samples and grid
+SIZES: dict[str, dict] = {
+    "tiny": {"batch": 4, "S": 32, "gen_n": 4, "gen_S": 32, "darcy_n": 2, "repeats": 3, "warmup": 1},
+    "full": {"batch": 64, "S": 256, "gen_n": 256, "gen_S": 64, "darcy_n": 16, "repeats": 10, "warmup": 3},
+}
+
+
+def _sync(device) -> None:
+    import torch
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_call(fn: Callable[[], object], repeats: int, warmup: int, device="cpu") -> tuple[float, float]:
+    """``(min, median)`` seconds of ``fn()`` over ``repeats`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return min(times), statistics.median(times)
+
+
+def _row(benchmark, case, ours, reference, ref, goal, meets, higher=False) -> dict:
+    """One table row from ``(min, median)`` timings of ours and of the reference."""
+    ratio = ref[0] / ours[0] if higher else ours[0] / ref[0]
+    return {"benchmark": benchmark, "case": case, "ours_ms": ours[0] * 1e3, "ours_median_ms": ours[1] * 1e3,
+            "reference": reference, "reference_ms": ref[0] * 1e3, "ratio": ratio, "goal": goal,
+            "meets": bool(meets(ratio))}
+
+
+def _fd_residuals(size: dict, device) -> list[dict]:
+    """The finite-difference residuals (Poisson, Helmholtz, Darcy): forward, JVP and VJP, each
+    against an elementwise add over the same bytes (the memory-bandwidth bound of a stencil that
+    reads its inputs and writes its output once)."""
+    import torch
+
+    from .pdes import get_pde
+    rows, B, S = [], size["batch"], size["S"]
+    t = {"repeats": size["repeats"], "warmup": size["warmup"], "device": device}
+    gen = torch.Generator().manual_seed(0)
+    for family in ("poisson", "helmholtz", "darcy"):
+        pde = get_pde(family)
+        c = pde.sample_inputs(B, S, gen, dtype=torch.float32).to(device)
+        u = torch.randn(B, pde.out_channels, S, S, generator=gen).to(device)
+        v = torch.randn_like(u)
+        lin = pde.linearize(u, c)
+        # the stencil reads u and c and writes r once: an add (two reads, one write) of as many bytes
+        n = (2 * u.numel() + c.numel()) // 3
+        a, b = torch.randn(n, generator=gen).to(device), torch.randn(n, generator=gen).to(device)
+        add = time_call(lambda: torch.add(a, b), **t)
+        goal = "<= 2 (>= 50 % of the add's bandwidth)"
+        for case, fn in (("forward", lambda: pde.residual(u, c, check=False)), ("jvp", lambda: lin.jvp(v)),
+                         ("vjp", lambda: lin.vjp(v))):
+            rows.append(_row("fd residual", f"{family} {case} B={B} S={S}", time_call(fn, **t),
+                             "add over the same bytes", add, goal, lambda r: r <= 2))
+    return rows
+
+
+def _elliptic_generation(size: dict, device) -> list[dict]:
+    """Poisson/Helmholtz data generation (input draw and DST solve, float64 on the CPU) against one
+    ``rfft2`` pass over the same data."""
+    import torch
+
+    from .pdes import get_pde
+    rows, n, S = [], size["gen_n"], size["gen_S"]
+    t = {"repeats": size["repeats"], "warmup": size["warmup"]}
+    for family in ("poisson", "helmholtz"):
+        pde = get_pde(family)
+
+        def generate():
+            pde.solve(pde.sample_inputs(n, S, torch.Generator().manual_seed(0)))
+        x = torch.randn(n, 1, S, S, dtype=torch.float64)
+        rows.append(_row("data generation", f"{family} n={n} S={S}", time_call(generate, **t),
+                         "one rfft2 pass", time_call(lambda: torch.fft.rfft2(x), **t), "<= 3", lambda r: r <= 3))
+    return rows
+
+
+def _darcy_generation(size: dict, device) -> list[dict]:
+    """Darcy's reference solve (:meth:`ens.pdes.Darcy.solve`) against a per-sample
+    ``scipy.sparse.linalg.spsolve`` of the same systems (speed-up, higher is better)."""
+    import scipy.sparse.linalg as spla
+    import torch
+
+    from .pdes import get_pde
+    from .pdes.darcy import fv_matrix
+    pde, n, S = get_pde("darcy"), size["darcy_n"], size["gen_S"]
+    c = pde.sample_inputs(n, S, torch.Generator().manual_seed(0))
+    cn = c.numpy()
+    t = {"repeats": max(1, size["repeats"] // 3), "warmup": 1}
+
+    def spsolve():
+        for a, f in cn:
+            spla.spsolve(fv_matrix(a).tocsc(), f[1:-1, 1:-1].ravel())
+    ours = time_call(lambda: pde.solve(c), **t)
+    ref = time_call(spsolve, **t)
+    return [_row("data generation", f"darcy n={n} S={S}", ours, "per-sample scipy spsolve", ref, ">= 5 (speed-up)",
+                 lambda r: r >= 5, higher=True)]
+
+
+#: benchmark name -> function ``(size, device) -> rows``
+BENCHMARKS: dict[str, Callable[[dict, object], list[dict]]] = {
+    "fd_residuals": _fd_residuals,
+    "elliptic_generation": _elliptic_generation,
+    "darcy_generation": _darcy_generation,
+}
+
+
+def run_benchmarks(size: str = "full", only=None, device="cpu", progress=None):
+    """Run the benchmarks ``only`` (default: all of :data:`BENCHMARKS`) at the named ``size`` and
+    return the table (module docstring); ``progress(name)`` is called before each."""
+    check_choice("size", size, SIZES)
+    names = list(only or BENCHMARKS)
+    for name in names:
+        check_choice("benchmark", name, BENCHMARKS)
+    rows = []
+    for name in names:
+        if progress:
+            progress(name)
+        rows += BENCHMARKS[name](SIZES[size], device)
+    import pandas as pd
+    import torch
+    table = pd.DataFrame(rows)
+    return table.assign(threads=torch.get_num_threads(), device=str(torch.device(device)), torch=torch.__version__)
+
+
+def write_table(table, out_dir, size: str) -> Path:
+    """Write the table to ``<out_dir>/bench_<size>.csv`` (atomically) and return the path."""
+    from .paths import write_csv
+    path = Path(out_dir) / f"bench_{size}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_csv(table, path)
+    return path
