@@ -29,8 +29,10 @@ __all__ = ["SIZES", "BENCHMARKS", "time_call", "run_benchmarks", "write_table"]
 
 #: problem sizes per named size: residual batch and grid, data-generation samples and grid
 SIZES: dict[str, dict] = {
-    "tiny": {"batch": 4, "S": 32, "gen_n": 4, "gen_S": 32, "darcy_n": 2, "repeats": 3, "warmup": 1},
-    "full": {"batch": 64, "S": 256, "gen_n": 256, "gen_S": 64, "darcy_n": 16, "repeats": 10, "warmup": 3},
+    "tiny": {"batch": 4, "S": 32, "gen_n": 4, "gen_S": 32, "darcy_n": 2, "ns_batch": 2, "ns_S": 32,
+             "repeats": 3, "warmup": 1},
+    "full": {"batch": 64, "S": 256, "gen_n": 256, "gen_S": 64, "darcy_n": 16, "ns_batch": 16, "ns_S": 64,
+             "repeats": 10, "warmup": 3},
 }
 
 
@@ -90,6 +92,34 @@ def _fd_residuals(size: dict, device) -> list[dict]:
     return rows
 
 
+def _spectral_residual(size: dict, device) -> list[dict]:
+    """The pseudo-spectral Navier--Stokes and Kolmogorov residuals against the FFT passes they
+    cannot avoid, on tensors of the same shapes: per snapshot one forward transform of ``w``, the
+    inverse transforms of its four gradient fields, one forward transform of the advection product
+    and one inverse of the tendency (7 transforms of a field)."""
+    import torch
+
+    from .pdes import get_pde
+    rows, B, S = [], size["ns_batch"], size["ns_S"]
+    t = {"repeats": size["repeats"], "warmup": size["warmup"], "device": device}
+    gen = torch.Generator().manual_seed(0)
+    for family in ("navier_stokes", "kolmogorov"):
+        pde = get_pde(family)
+        c = pde.sample_inputs(B, S, gen, dtype=torch.float32).to(device)
+        u = torch.randn(B, pde.out_channels, S, S, generator=gen).to(device)
+        w = torch.cat([c, u], 1)
+        w4_hat = torch.fft.rfft2(w).unsqueeze(-3).expand(-1, -1, 4, -1, -1).contiguous()
+
+        def ffts():
+            torch.fft.rfft2(w)
+            torch.fft.irfft2(w4_hat, s=(S, S))
+            torch.fft.irfft2(torch.fft.rfft2(w), s=(S, S))
+        rows.append(_row("spectral residual", f"{family} forward B={B} T={pde.out_channels} S={S}",
+                         time_call(lambda: pde.residual(u, c, check=False), **t), "its 7 FFT passes per snapshot",
+                         time_call(ffts, **t), "<= 1.5", lambda r: r <= 1.5))
+    return rows
+
+
 def _elliptic_generation(size: dict, device) -> list[dict]:
     """Poisson/Helmholtz data generation (input draw and DST solve, float64 on the CPU) against one
     ``rfft2`` pass over the same data."""
@@ -134,6 +164,7 @@ def _darcy_generation(size: dict, device) -> list[dict]:
 #: benchmark name -> function ``(size, device) -> rows``
 BENCHMARKS: dict[str, Callable[[dict, object], list[dict]]] = {
     "fd_residuals": _fd_residuals,
+    "spectral_residual": _spectral_residual,
     "elliptic_generation": _elliptic_generation,
     "darcy_generation": _darcy_generation,
 }
