@@ -248,22 +248,30 @@ def plot_training_curves(history: pd.DataFrame, path: str | Path | None = None, 
     """Validation rel L2 per epoch (``ens.evaluate.history_frame`` rows), one panel per family;
     ``x="minutes"`` draws it against the training wall time instead (the axis on which models
     trained for different numbers of epochs compare at equal compute)."""
+    set_style()
     _require(history, ["family", "model", "epoch", "val_rel_l2", "wall_time_s"], "plot_training_curves")
     check_choice("x", x, ("epoch", "minutes"))
     data = history.assign(minutes=history.wall_time_s / 60)
     data["model"] = data.model.map(_kind_label)
     g = sns.relplot(data=data, x=x, y="val_rel_l2", hue="model", col="family", kind="line",
                     marker="o" if x == "epoch" else ".", col_wrap=min(3, history.family.nunique()), height=2.6,
-                    aspect=1.2, facet_kws={"sharey": False, "sharex": x == "epoch"})
+                    aspect=1.2, facet_kws={"sharey": False, "sharex": x == "epoch", "legend_out": False})
     g.set(yscale="log")
     for ax in g.axes.flat:
         _declutter_log_axes(ax)
-    sns.move_legend(g, "upper center", bbox_to_anchor=(0.5, 1.0), ncol=data.model.nunique(), title=None,
-                    frameon=False)
-    g.figure.subplots_adjust(top=0.86)
     g.set_axis_labels("epoch" if x == "epoch" else "training wall time [min]", "validation rel. L2")
     g.set_titles("{col_name}")
+    _legend_above(g, data.model.nunique(), min(3, history.family.nunique()))
     return save_figure(g.figure, path)
+
+
+def _legend_above(g, n_entries: int, n_columns: int) -> None:
+    """Move a FacetGrid's legend above its panels, centred on them: one row when the grid has a
+    column per entry, else one entry a row (a narrow grid would crop a long row)."""
+    ncol = n_entries if n_columns >= n_entries else 1
+    g.tight_layout()
+    sns.move_legend(g, "lower center", bbox_to_anchor=(0.5, 1.0), ncol=ncol, title=None, frameon=False,
+                    bbox_transform=g.figure.transFigure)
 
 
 def plot_budget_study(study: pd.DataFrame, path: str | Path | None = None) -> matplotlib.figure.Figure:
@@ -276,18 +284,17 @@ def plot_budget_study(study: pd.DataFrame, path: str | Path | None = None) -> ma
                         set=np.where(study.split == "val", "validation " + study.setting.astype(str),
                                      "test " + study.setting.astype(str)))
     g = sns.relplot(data=data, x="budget", y="rel_l2", hue="model", col="set", kind="line", marker="o",
-                    col_wrap=min(2, data.set.nunique()), height=2.6, aspect=1.4, facet_kws={"sharey": False})
+                    col_wrap=min(2, data.set.nunique()), height=2.6, aspect=1.4,
+                    facet_kws={"sharey": False, "legend_out": False})
     g.set(xscale="log", yscale="log")
     budgets = sorted(study.budget.unique())
     for ax in g.axes.flat:
         ax.set_xticks(budgets, [str(b) for b in budgets])
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         _declutter_log_axes(ax)
-    sns.move_legend(g, "upper center", bbox_to_anchor=(0.5, 1.0), ncol=data.model.nunique(), title=None,
-                    frameon=False)
-    g.figure.subplots_adjust(top=0.88, hspace=0.45)
     g.set_axis_labels("training budget [ENS epochs]", "rel. L2 error")
     g.set_titles("{col_name}")
+    _legend_above(g, data.model.nunique(), 3)  # two panels a row hold the three entries side by side
     return save_figure(g.figure, path)
 
 
