@@ -54,7 +54,7 @@ from .workers import map_jobs, run_threads
 __all__ = ["load_trained", "history_frame", "iterate_loss_frame", "iterate_errors", "ens_vs_surrogate",
            "METHODS", "methods_for", "select_tto", "select_ens_plus", "run_setting", "summary_table", "equal_time_table", "front_table", "budget_study",
            "comparison_settings", "evaluate_profile", "shipped_families", "require_shipped", "ENS_RESIDUAL",
-           "STOP_LOWPASS", "select_stop_lowpass", "ENS_PLUS_TOLERANCE", "SELECTIONS", "run_key", "cached_choice", "evaluate_runs",
+           "STOP_LOWPASS", "select_stop_lowpass", "SELECTIONS", "run_key", "cached_choice", "evaluate_runs",
            "tto_selection", "ens_plus_selection"]
 
 # The methods themselves (names, labels, runners, budgets) are declared in ens.methods. The extra
@@ -218,13 +218,6 @@ def select_stop_lowpass(ens: Checkpoint, profile: str, budget: dict | None = Non
     return float(table.sort_values("val_rel_l2").stop_lowpass.iloc[0]), table
 
 
-#: ENS+'s validation choice (:func:`select_ens_plus`) keeps the fastest candidate whose error is
-#: within this factor of the lowest: the refiners' later steps buy little (on the elliptic
-#: families the first Gauss--Newton step removes most of what twenty do), and two candidates that
-#: close are not told apart by 16 validation samples
-ENS_PLUS_TOLERANCE = 1.1
-
-
 def select_ens_plus(ens: Checkpoint, profile: str, budget: dict | None = None, data_root=None,
                     device="cpu") -> tuple[dict, pd.DataFrame]:
     """ENS+'s start, refiner and number of refiner steps (:func:`ens.solvers.ens_plus`), chosen on
@@ -236,7 +229,10 @@ def select_ens_plus(ens: Checkpoint, profile: str, budget: dict | None = None, d
     with Newton, Newton with ``newton_steps``. Every prefix of a refiner's run is a candidate
     (0 steps: ENS alone). Each is run once untimed on one sample, then timed on the batch. The
     choice is the fastest candidate (measured wall time per sample) whose mean validation error
-    is within :data:`ENS_PLUS_TOLERANCE` of the lowest. Returns ``({"start", "stop_lowpass",
+    is within the budget's ``ens_plus_tolerance`` (1.1 in every profile) of the lowest: the
+    refiners' later steps buy little (on the elliptic families the first Gauss--Newton step
+    removes most of what twenty do), and 16 validation samples do not tell candidates that close
+    apart. Returns ``({"start", "stop_lowpass",
     "refine", "refine_steps"}, table)`` with one row per candidate (``start, refine,
     refine_steps, val_rel_l2, ms_per_sample, chosen``)."""
     from .methods import ens_start
@@ -269,7 +265,7 @@ def select_ens_plus(ens: Checkpoint, profile: str, budget: dict | None = None, d
     if finite.empty:
         raise ValueError(f"{ens.family}: ENS diverged on the validation samples with alpha={inf['alpha']:g}; "
                          "retrain or choose the checkpoint's alpha and T again")
-    near = finite[finite.val_rel_l2 <= ENS_PLUS_TOLERANCE * finite.val_rel_l2.min()]
+    near = finite[finite.val_rel_l2 <= b["ens_plus_tolerance"] * finite.val_rel_l2.min()]
     best = near.sort_values(["ms_per_sample", "val_rel_l2"]).iloc[0]
     table["chosen"] = table.index == best.name
     return {"start": best.start, "stop_lowpass": q if best.start == "residual" else None, "refine": best.refine,
@@ -542,7 +538,7 @@ _SAMPLES = ("n_samples", "batch_size")
 #: depends on the test samples and batches plus its own iterations (and the validation choice it
 #: uses); a validation choice only on its own entries
 _BUDGET_KEYS = {"select_tto": ("tto_steps", "tto_lrs", "n_select"), "select_stop_lowpass": ("n_sensitivity",),
-                "select_ens_plus": ("n_sensitivity", "gn_steps", "cg_iterations", "newton_steps"),
+                "select_ens_plus": ("n_sensitivity", "gn_steps", "cg_iterations", "newton_steps", "ens_plus_tolerance"),
                 "alpha_t_sensitivity": ("n_sensitivity",)}
 
 

@@ -515,19 +515,21 @@ BUDGET_STUDY: dict[str, dict] = {
 #: the file), batch size, iterations of each residual-based baseline, and the test-time
 #: optimisation's candidate learning rates (chosen per family on ``n_select`` validation samples);
 #: for the generalisation studies (``ens.generalization``) the samples of each super-resolution set
-#: (``n_superres``, 4x the cost per sample) and of the alpha/T sensitivity sweep (``n_sensitivity``).
+#: (``n_superres``, 4x the cost per sample) and of the alpha/T sensitivity sweep (``n_sensitivity``,
+#: also the samples of ENS+'s validation choice); ENS+ keeps the fastest candidate within
+#: ``ens_plus_tolerance`` of the lowest validation error (``ens.evaluate.select_ens_plus``).
 #: Every iterative method gets far more iterations than ENS's ``T_test``, so the error-versus-time
 #: curves compare them at equal wall time, not only at each method's end.
 EVALUATION: dict[str, dict] = {
     "ci": {"n_samples": 16, "batch_size": 16, "gd_steps": 100, "gn_steps": 8, "cg_iterations": 20,
            "newton_steps": 10, "tto_steps": 40, "tto_lrs": (1e-4, 1e-3), "n_select": 8,
-           "n_superres": 16, "n_sensitivity": 8},
+           "n_superres": 16, "n_sensitivity": 8, "ens_plus_tolerance": 1.1},
     "default": {"n_samples": 32, "batch_size": 32, "gd_steps": 500, "gn_steps": 20, "cg_iterations": 20,
                 "newton_steps": 20, "tto_steps": 100, "tto_lrs": (1e-5, 1e-4, 1e-3), "n_select": 8,
-                "n_superres": 16, "n_sensitivity": 16},
+                "n_superres": 16, "n_sensitivity": 16, "ens_plus_tolerance": 1.1},
     "paper": {"n_samples": 200, "batch_size": 50, "gd_steps": 5000, "gn_steps": 100, "cg_iterations": 50,
               "newton_steps": 30, "tto_steps": 1000, "tto_lrs": (1e-5, 1e-4, 1e-3), "n_select": 50,
-              "n_superres": 100, "n_sensitivity": 50},
+              "n_superres": 100, "n_sensitivity": 50, "ens_plus_tolerance": 1.1},
 }
 
 #: the generalisation studies (``ens.generalization``)

@@ -217,7 +217,7 @@ print(tto_curves.groupby("family", sort=False)[["chosen_lr", "chosen_steps"]].fi
 # refiner is Gauss–Newton with the Gauss–Newton row's budget or, on nonlinear Helmholtz, Newton
 # with the Newton row's; every prefix of the refiner's run is a candidate (0 steps: ENS alone).
 # The choice is the fastest candidate whose validation error is within 10 % of the lowest of all
-# (`ENS_PLUS_TOLERANCE`): the curves below flatten after the first few steps on most families,
+# (`ens_plus_tolerance` of `ens.experiments.EVALUATION`): the curves below flatten after the first few steps on most families,
 # and 16 samples do not separate errors closer than that. Each line starts at ENS alone; the
 # circle is the choice.
 

@@ -8,7 +8,6 @@ import torch
 from helpers import torch_threads
 
 from ens.evaluate import (
-    ENS_PLUS_TOLERANCE,
     METHODS,
     equal_time_table,
     front_table,
@@ -21,7 +20,7 @@ from ens.evaluate import (
     shipped_families,
     summary_table,
 )
-from ens.experiments import TestSet
+from ens.experiments import EVALUATION, TestSet
 
 BUDGET = {"n_samples": 4, "batch_size": 2, "gd_steps": 5, "gn_steps": 2, "cg_iterations": 4, "tto_steps": 3,
           "newton_steps": 3, "tto_lrs": (1e-4, 1e-3), "n_select": 2}
@@ -137,7 +136,7 @@ def test_ens_plus_is_the_fastest_validation_candidate_within_the_tolerance_of_th
     gn = table[(table.start == "steps") & (table.refine == "gauss_newton")]
     assert list(gn.refine_steps) == list(range(BUDGET["gn_steps"] + 1))
     assert table.chosen.sum() == 1
-    near = table[table.val_rel_l2 <= ENS_PLUS_TOLERANCE * table.val_rel_l2.min()]
+    near = table[table.val_rel_l2 <= EVALUATION["ci"]["ens_plus_tolerance"] * table.val_rel_l2.min()]
     pick = table[table.chosen].iloc[0]
     assert pick.ms_per_sample == near.ms_per_sample.min()
     assert choice == {"start": pick.start, "refine": pick.refine, "refine_steps": pick.refine_steps,
