@@ -30,9 +30,9 @@ __all__ = ["SIZES", "BENCHMARKS", "time_call", "run_benchmarks", "write_table"]
 #: problem sizes per named size: residual batch and grid, data-generation samples and grid
 SIZES: dict[str, dict] = {
     "tiny": {"batch": 4, "S": 32, "gen_n": 4, "gen_S": 32, "darcy_n": 2, "ns_batch": 2, "ns_S": 32,
-             "repeats": 3, "warmup": 1},
+             "repeats": 3, "warmup": 1, "profile": "ci", "ens_n": 4},
     "full": {"batch": 64, "S": 256, "gen_n": 256, "gen_S": 64, "darcy_n": 16, "ns_batch": 16, "ns_S": 64,
-             "repeats": 10, "warmup": 3},
+             "repeats": 10, "warmup": 3, "profile": "default", "ens_n": 16},
 }
 
 
@@ -161,12 +161,58 @@ def _darcy_generation(size: dict, device) -> list[dict]:
                  lambda r: r >= 5, higher=True)]
 
 
+def _ens_inference(size: dict, device) -> list[dict]:
+    """ENS (the shipped checkpoints of the size's profile, validation alpha and T) against
+    Gauss--Newton from the surrogate's prediction on the same validation samples: the time
+    Gauss--Newton takes to first reach ENS's mean error, over ENS's time (ENS's speed-up at equal
+    error; where Gauss--Newton does not reach it within the evaluation budget, its whole budget's
+    time, a lower bound)."""
+
+    from .data import load_dataset
+    from .experiments import EVALUATION, dataset_spec, in_distribution_setting
+    from .pdes import FAMILIES
+    from .solvers import ens_solve, gauss_newton, surrogate_solve
+    from .train import load_trained
+    profile, n = size["profile"], size["ens_n"]
+    b = EVALUATION[profile]
+    rows = []
+    for family in FAMILIES:
+        ens, sur = (load_trained(profile, family, kind) for kind in ("ens", "surrogate"))
+        spec = dataset_spec(profile, family, "val", in_distribution_setting(family))
+        c, u = (x.to(device) for x in load_dataset(spec, None, True).tensors(0, n))
+        pde, inf = spec.pde(), ens.inference
+        model, surrogate = ens.model.to(device), sur.model.to(device)
+
+        def run_ens(k):
+            return ens_solve(model, pde, c[:k], alpha=inf["alpha"], steps=inf["steps"], u_true=u[:k])
+
+        def run_gn(k):
+            start = surrogate_solve(surrogate, pde, c[:k])
+            tr = gauss_newton(pde, c[:k], start.u, steps=b["gn_steps"], cg_iterations=b["cg_iterations"],
+                              u_true=u[:k], on_divergence="stop")
+            tr.wall_time += start.wall_time[-1]
+            return tr
+        run_ens(1), run_gn(1)  # warm-up
+        e, g = run_ens(n), run_gn(n)
+        target = float(e.rel_error[-1].mean())
+        reached = (g.rel_error.mean(1) <= target).nonzero()
+        ours = float(e.wall_time[-1]) / n
+        ref = float(g.wall_time[int(reached[0]) if len(reached) else -1]) / n
+        what = ("Gauss–Newton from the surrogate to ENS's error" if len(reached) else
+                "Gauss–Newton from the surrogate: not reached, its whole budget (a lower bound)")
+        rows.append(_row("ens inference", f"{family} ({profile}) n={n}, error {target:.2g}", (ours, ours), what,
+                         (ref, ref),
+                         "report (> 1: ENS faster at its own error)", lambda r: r > 1, higher=True))
+    return rows
+
+
 #: benchmark name -> function ``(size, device) -> rows``
 BENCHMARKS: dict[str, Callable[[dict, object], list[dict]]] = {
     "fd_residuals": _fd_residuals,
     "spectral_residual": _spectral_residual,
     "elliptic_generation": _elliptic_generation,
     "darcy_generation": _darcy_generation,
+    "ens_inference": _ens_inference,
 }
 
 
