@@ -426,13 +426,19 @@ def _grid(n_panels: int, max_columns: int, width: float, height: float):
     return plt.subplots(nrow, ncol, figsize=(width * ncol, height * nrow), squeeze=False)
 
 
-def _minor_2_5(x, _pos) -> str:
-    """Label a minor log tick only at the mantissas 2 and 5 (``2×10⁻¹``, ``5×10⁻¹``)."""
-    if x <= 0:
-        return ""
-    e = int(np.floor(np.log10(x) + 1e-9))
-    m = round(x / 10.0 ** e)
-    return f"${m}\\times10^{{{e}}}$" if m in (2, 5) else ""
+def _minor_labels(mantissas=(2, 5)):
+    """A formatter labelling a minor log tick only at the given mantissas (``2×10⁻¹``, ...)."""
+    def label(x, _pos) -> str:
+        if x <= 0:
+            return ""
+        e = int(np.floor(np.log10(x) + 1e-9))
+        m = round(x / 10.0 ** e)
+        return f"${m}\\times10^{{{e}}}$" if m in mantissas else ""
+    return matplotlib.ticker.FuncFormatter(label)
+
+
+_minor_2_5 = _minor_labels((2, 5))
+_minor_2_3_5_7 = _minor_labels((2, 3, 5, 7))
 
 
 def _declutter_log_axes(ax) -> None:
@@ -443,10 +449,10 @@ def _declutter_log_axes(ax) -> None:
     of ten. On an x axis of under a decade, whose labels are all minor ones, the mantissas 2 and 5."""
     for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
         if axis is ax.xaxis and axis.get_scale() == "log" and 0 < lo and hi < 10 * lo:
-            axis.set_minor_formatter(matplotlib.ticker.FuncFormatter(_minor_2_5))
+            axis.set_minor_formatter(_minor_2_5)
         elif axis.get_scale() == "log" and lo > 0 and hi >= 10 * lo:
             few = axis is ax.yaxis and hi < 10 ** 2.5 * lo
-            axis.set_minor_formatter(matplotlib.ticker.FuncFormatter(_minor_2_5) if few
+            axis.set_minor_formatter(_minor_2_5 if few
                                      else matplotlib.ticker.NullFormatter())
 
 
@@ -674,7 +680,7 @@ class WhatIfFigures:
         for ax, xlim in zip(axes[:3], ((0, 100), (0, 100), (1, 1e3))):
             ax.set(xlim=xlim, ylim=(1e-3, 1))  # placeholders until the first update
             # minor labels at 2 and 5 only: the default minor labels were most of a redraw's time
-            ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(_minor_2_5))
+            ax.yaxis.set_minor_formatter(_minor_2_5)
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # x spans decades
         self.title = fig.suptitle("", fontsize="medium")
         handles, labels = axes[0].get_legend_handles_labels()
@@ -746,7 +752,10 @@ def _autoscale_log(ax) -> None:
         ys.append(y[ok])
     x, y = np.concatenate(xs) if xs else np.array([]), np.concatenate(ys) if ys else np.array([])
     if len(y):
-        ax.set_ylim(y.min() / 1.5, y.max() * 1.5)
+        lo, hi = y.min() / 1.5, y.max() * 1.5
+        ax.set_ylim(lo, hi)
+        # under a decade the mantissas 2 and 5 can leave a single label: add 3 and 7 there
+        ax.yaxis.set_minor_formatter(_minor_2_5 if hi >= 10 * lo else _minor_2_3_5_7)
     if ax.get_xscale() == "log":
         x = x[x > 0]
         if len(x):
