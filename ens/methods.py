@@ -201,8 +201,7 @@ METHOD_SPECS: dict[str, Method] = {m.name: m for m in (
     # start, refiner and steps chosen on validation data within the Gauss-Newton and Newton rows' budgets
     Method("ens_plus", "ENS+ (ENS, then Gauss–Newton or Newton)", _ens_plus,
            ("gn_steps", "cg_iterations", "newton_steps", "n_sensitivity", "ens_plus_tolerance"), {"cg_iterations": 2},
-           choice="ens_plus",
-           cost=3.0, models=("ens",)),
+           choice="ens_plus", cost=3.0, models=("ens",)),
     Method("gd", "residual GD", _hybrid(_gd), ("gd_steps",), {"gd_steps": 1}, cost=3.0, models=("surrogate",)),
     Method("gauss_newton", "Gauss–Newton (LM)", _hybrid(_gauss_newton), ("gn_steps", "cg_iterations"),
            {"gn_steps": 1, "cg_iterations": 2}, cost=3.0, models=("surrogate",)),

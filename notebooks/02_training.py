@@ -169,9 +169,11 @@ display(lowpass_runs.pivot_table(index="alpha", columns="step", values=["val_rel
 # For every family, the shipped ENS, surrogate (ENS's epochs) and compute-matched surrogate (ENS's
 # training time) checkpoints of the chosen profile are evaluated on that profile's **validation**
 # split (the data their $\alpha$ and $T$ were chosen on; the test sets belong to notebooks 03 and
-# 04). ENS runs its stored $T_\text{test}$ steps with its stored $\alpha_\text{test}$. Each
-# checkpoint records its own training wall time, so the match is measured, not assumed: the last
-# table of this notebook lists both.
+# 04). ENS runs its stored $T_\text{test}$ steps with its stored $\alpha_\text{test}$. The matched
+# surrogate's epochs are ENS's times the per-batch training cost ratio, measured once per family
+# with both models on the same batches in one process (`ens.train.measure_cost_ratio`, stored in
+# `ens.experiments.COMPUTE_RATIO`). Each checkpoint also records its own training wall time, which
+# carries the load of the shared machine it ran on; the last table of section 3 lists both.
 
 # %%
 shipped = require_shipped(profile, families)
