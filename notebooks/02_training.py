@@ -280,7 +280,30 @@ print(minutes.map(sig3).to_string())
 plots.plot_budget_study(budget, path=nb.figure("budget_study"));
 
 # %% [markdown]
-# BUDGET_TEXT
+# What the study measured (one seed, three budgets; `train_min` carries the load of the shared
+# machine the runs trained on, the epochs are the budget):
+#
+# * **In distribution the compute-matched surrogate stays ahead at every budget, by less as the
+#   budget grows**: validation rel. L2 0.045 against ENS's 0.119 at $B = 2$ (matched / ENS 0.38),
+#   0.020 against 0.049 at $B = 8$ (0.41), 0.011 against 0.016 at $B = 32$ (0.72). ENS gains more
+#   from each fourfold budget (2.5× and 3.1× lower error) than the matched surrogate (2.3× and
+#   1.7×). Against the surrogate trained for ENS's *epochs*, ENS is ahead at every budget (1.2–2.3×).
+# * **On the ill-conditioned shifts ENS's lead grows with the budget, and the surrogates do not
+#   move**: on $k = 3$ ENS falls from 0.385 to 0.294 to 0.259 while both surrogates stay at
+#   0.38–0.39 from $B = 8$ on (matched / ENS 1.00, 1.30, 1.48); on $k = 4$ ENS goes 0.743, 0.686,
+#   0.658 against the matched surrogate's 0.755–0.757 (1.02, 1.10, 1.15). A surrogate trained on
+#   $k = 1$ predicts a $k = 1$-like field whatever its training budget; ENS's corrector reads the
+#   $k = 3, 4$ residual, and its corrections improve with training.
+# * **What the trend supports**: that the ordering on the shifted sets is not an artefact of
+#   under-training (it widens as both models train longer), and that the in-distribution gap
+#   closes with the budget. **What it does not support**: a forecast of the paper's GPU-scale
+#   numbers. Three budgets and one seed fit many curves: if the in-distribution ratio kept its last
+#   step (×1.76 per fourfold budget), ENS would draw level with the matched surrogate at about
+#   70 epochs, but nothing here measures beyond 32, and the reference code trains for thousands.
+#   On $k = 3$ the lead grew by 0.30 and then 0.17 per fourfold budget: it is slowing down, and
+#   the 3× lead that notebook 03's target asks for is far outside this trend. Notebook 03's ENS+
+#   reaches it on $k = 3$ at inference instead: the residual stop rule lets the shipped ENS run
+#   100 steps there rather than its validation $T = 11$.
 
 # %%
 nb.finish()
