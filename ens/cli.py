@@ -28,10 +28,13 @@ with one line ``error: ...`` saying what was expected, and exit status 1; Ctrl-C
 
 from __future__ import annotations
 
+import _thread
 import argparse
+import contextlib
 import errno
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -354,6 +357,32 @@ def _one_line(err: BaseException) -> str:
     return " ".join(text.split())
 
 
+@contextlib.contextmanager
+def _redelivered_interrupts():
+    """Deliver again a Ctrl-C that Python would drop. A ``KeyboardInterrupt`` raised inside a finalizer
+    (tqdm's ``__del__``, say) is printed as "Exception ignored" and the command runs on to exit 0; the
+    hook has a timer send it to the main thread once more, a moment later (raised in the hook itself,
+    it would be dropped again), where it stops the command like any other Ctrl-C. Should the command
+    end first, ``main`` still reports the interrupt (yields the list of dropped interrupts)."""
+    default = sys.unraisablehook
+    dropped: list[BaseException] = []
+
+    def hook(unraisable):
+        if issubclass(unraisable.exc_type, KeyboardInterrupt):
+            dropped.append(unraisable.exc_value)
+            timer = threading.Timer(0.05, _thread.interrupt_main)
+            timer.daemon = True
+            timer.start()
+        else:
+            default(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield dropped
+    finally:
+        sys.unraisablehook = default
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status. Expected failures (see the module docstring)
     print one line to stderr and return 1 (130 for Ctrl-C), unless ``--debug``."""
@@ -362,7 +391,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     tune_allocator()
     try:
-        return _dispatch(args)
+        with _redelivered_interrupts() as dropped:
+            status = _dispatch(args)
+        if dropped:
+            raise KeyboardInterrupt
+        return status
     except KeyboardInterrupt:
         if args.debug:
             raise

@@ -318,6 +318,37 @@ def test_ctrl_c_is_one_line_exit_130_and_the_run_resumes(tmp_path):
     assert all(file_status(s, tmp_path) == "ok" for s in datasets("ci", "kolmogorov"))
 
 
+def test_a_ctrl_c_that_lands_in_a_finalizer_still_stops_the_command(monkeypatch, capsys):
+    # a CI run pressed Ctrl-C while tqdm's __del__ ran: Python printed "Exception ignored" and the
+    # command finished with exit 0; the interrupt must be delivered again and stop it
+    import gc
+
+    from ens import cli
+
+    class RaisesInDel:
+        def __del__(self):
+            raise KeyboardInterrupt
+
+    def dispatch(args):
+        RaisesInDel()  # freed at once: its KeyboardInterrupt goes to sys.unraisablehook
+        gc.collect()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+        return 0
+
+    # a suite started in the background of a non-interactive shell has SIGINT ignored: restore Python's
+    hook = sys.unraisablehook
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        monkeypatch.setattr(cli, "_dispatch", dispatch)
+        assert cli.main(["data", "info"]) == 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert capsys.readouterr().err.startswith("interrupted: ")
+    assert sys.unraisablehook is hook  # the command's hook is gone once it returns
+
+
 def test_a_retrained_checkpoint_replaces_its_manifest_entry(tmp_path):
     # notebook 02 retrains its live models over the files of its previous run (resume=False)
     from ens.models.checkpoint import record_checkpoint
