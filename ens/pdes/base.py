@@ -28,6 +28,7 @@ from typing import ClassVar, NamedTuple
 import torch
 
 from ..checks import check_int, check_number
+from .stencil import differentiated
 
 __all__ = ["PDE", "Linearization", "check_field", "check_generator", "check_forcing_law"]
 
@@ -108,6 +109,9 @@ class PDE:
     linear: bool = False
     #: whether the family has ``newton_iterates`` (an assembled Jacobian for :func:`ens.solvers.newton`)
     supports_newton: ClassVar[bool] = False
+    #: whether the family has ``_eager_residual``, an in-place kernel that :meth:`residual` uses where
+    #: nothing is differentiated (``_residual`` is the differentiable form; tests hold one to the other)
+    has_eager_residual: ClassVar[bool] = False
 
     @property
     def params(self) -> dict:
@@ -135,6 +139,8 @@ class PDE:
         """
         if check:
             self.check_state(u, c)
+        if self.has_eager_residual and not differentiated(u, c):
+            return self._eager_residual(u, c)
         return self._residual(u, c)
 
     def linearize(self, u: torch.Tensor, c: torch.Tensor) -> Linearization:

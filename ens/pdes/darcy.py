@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from ..checks import check_number
-from .base import PDE, check_forcing_law
+from .base import PDE, Linearization, check_forcing_law
 from .random_fields import gaussian_random_field
-from .stencil import sparse_condition_number
+from .stencil import blocked, masked, sparse_condition_number, zero_boundary
 
 __all__ = ["Darcy"]
 
@@ -30,6 +30,30 @@ def _face_fluxes(u: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.
     fx = 0.5 * (a[..., 1:, :] + a[..., :-1, :]) * (u[..., 1:, :] - u[..., :-1, :])
     fy = 0.5 * (a[..., :, 1:] + a[..., :, :-1]) * (u[..., :, 1:] - u[..., :, :-1])
     return fx, fy
+
+
+def _fv_coefficients(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The finite-volume operator's weights for a permeability ``a`` (..., S, S), scaled by
+    ``1 / h^2``: the x-face and y-face values (..., S-1, S) and (..., S, S-1), and the diagonal
+    (..., S, S), the sum of a node's four face values (zero on the boundary nodes)."""
+    h2 = float((a.shape[-1] - 1) ** 2)
+    ax = (a[..., 1:, :] + a[..., :-1, :]).mul_(0.5 * h2)
+    ay = (a[..., :, 1:] + a[..., :, :-1]).mul_(0.5 * h2)
+    diag = torch.zeros_like(a)
+    d = diag[..., 1:-1, 1:-1]
+    torch.add(ax[..., 1:, 1:-1], ax[..., :-1, 1:-1], out=d)
+    d.add_(ay[..., 1:-1, 1:]).add_(ay[..., 1:-1, :-1])
+    return ax, ay, diag
+
+
+def _fv_apply(o: torch.Tensor, x: torch.Tensor, ax: torch.Tensor, ay: torch.Tensor, diag: torch.Tensor) -> None:
+    """``o = diag * x - (face value * neighbour)`` over the four faces of every node, in place: the
+    finite-volume operator on the interior, its transpose's boundary columns on the boundary."""
+    torch.mul(diag, x, out=o)
+    o[..., :-1, :].addcmul_(ax, x[..., 1:, :], value=-1)
+    o[..., 1:, :].addcmul_(ax, x[..., :-1, :], value=-1)
+    o[..., :, :-1].addcmul_(ay, x[..., :, 1:], value=-1)
+    o[..., :, 1:].addcmul_(ay, x[..., :, :-1], value=-1)
 
 
 def fv_matrix(a: np.ndarray) -> sp.csc_matrix:
@@ -96,6 +120,7 @@ class Darcy(PDE):
     name = "darcy"
     in_channels = 2
     out_channels = 1
+    has_eager_residual = True
     generation_cost = 0.013  # a sparse LU per sample
 
     def __post_init__(self):
@@ -121,6 +146,26 @@ class Darcy(PDE):
         fx, fy = _face_fluxes(u, a)
         div = fx[..., 1:, 1:-1] - fx[..., :-1, 1:-1] + fy[..., 1:-1, 1:] - fy[..., 1:-1, :-1]
         return F.pad(-div * (u.shape[-1] - 1) ** 2 - f[..., 1:-1, 1:-1], (1, 1, 1, 1))
+
+    def _eager_residual(self, u: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """:meth:`_residual` with the in-place kernels (not differentiable), a batch block at a time."""
+        def block(o, ub, cb):
+            _fv_apply(o, ub, *_fv_coefficients(cb[:, :1]))
+            o.sub_(cb[:, 1:2])
+        return zero_boundary(blocked(block, torch.empty_like(u), u, c))
+
+    def linearize(self, u: torch.Tensor, c: torch.Tensor) -> Linearization:
+        """``R(u; c)`` and the Jacobian (the finite-volume operator: the residual is affine in ``u``)
+        in closed form, with its weights computed once: ``J v`` is the operator applied to ``v`` on
+        the interior, ``J^T w`` the same symmetric operator applied to ``w`` with its boundary values
+        zeroed, at every node. ``tests/test_pdes.py`` holds both against ``torch.func`` and checks
+        ``<J v, w> = <v, J^T w>``."""
+        weights = _fv_coefficients(c[:, :1])
+
+        def apply(x):
+            return blocked(_fv_apply, torch.empty_like(x), x, *weights)
+        return Linearization(self._eager_residual(u, c), lambda v: zero_boundary(apply(v)),
+                             lambda w: apply(masked(w)))
 
     def solve(self, c: torch.Tensor) -> torch.Tensor:
         """Reference solution: sparse direct (SuperLU) solve of the FV system per sample, in float64.

@@ -16,9 +16,18 @@ import torch
 import torch.nn.functional as F
 
 from ..checks import check_number, check_real
-from .base import PDE, check_forcing_law
+from .base import PDE, Linearization, check_forcing_law
 from .random_fields import gaussian_random_field
-from .stencil import dirichlet_eigenvalues, dst2, laplacian, laplacian_matrix, sparse_condition_number
+from .stencil import (
+    blocked,
+    dirichlet_eigenvalues,
+    dst2,
+    laplacian,
+    laplacian_matrix,
+    masked,
+    sparse_condition_number,
+    zero_boundary,
+)
 
 __all__ = ["Poisson", "Helmholtz"]
 
@@ -29,6 +38,7 @@ class _ForcedDirichlet(PDE):
     in_channels = 1
     out_channels = 1
     supports_newton = True
+    has_eager_residual = True
     #: relative residual ``||R(u)|| / ||f||`` at which Newton stops
     newton_rtol = 1e-10
 
@@ -53,6 +63,43 @@ class _ForcedDirichlet(PDE):
         if lam:
             r = r + lam * ui ** 3
         return F.pad(r, (1, 1, 1, 1))
+
+    @staticmethod
+    def _stencil(x: torch.Tensor, centre) -> torch.Tensor:
+        """``centre * x + h^-2 (sum of the four neighbours of x)`` at every node, with the neighbours
+        outside the grid taken as zero (``centre``: a number or a field like ``x``). On the interior
+        it is the linear part of the residual (``centre = k^2 - 4 / h^2``) or of its Jacobian; on a
+        boundary node it is the Jacobian's transpose for an ``x`` with zero boundary values."""
+        h2 = float((x.shape[-1] - 1) ** 2)
+
+        def block(o, xb, *cb):
+            torch.mul(xb, cb[0] if cb else centre, out=o)
+            o[..., 1:, :].add_(xb[..., :-1, :], alpha=h2)
+            o[..., :-1, :].add_(xb[..., 1:, :], alpha=h2)
+            o[..., :, 1:].add_(xb[..., :, :-1], alpha=h2)
+            o[..., :, :-1].add_(xb[..., :, 1:], alpha=h2)
+        return blocked(block, torch.empty_like(x), x, *([centre] if torch.is_tensor(centre) else []))
+
+    def _eager_residual(self, u: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """:meth:`_residual` with the in-place kernels (not differentiable)."""
+        k2, lam = self._k2_lam()
+        r = self._stencil(u, k2 - 4.0 * (u.shape[-1] - 1) ** 2)
+        if lam:
+            blocked(lambda o, ub: o.addcmul_(ub * ub, ub, value=lam), r, u)
+        return zero_boundary(r.sub_(c))
+
+    def linearize(self, u: torch.Tensor, c: torch.Tensor) -> Linearization:
+        """``R(u; c)`` and the Jacobian ``J = Delta_h + k^2 + 3 lam diag(u^2)`` (interior rows; the
+        columns of the boundary nodes hold their neighbours' stencil weights) in closed form: ``J v``
+        is the stencil of ``v`` on the interior, ``J^T w`` the same symmetric stencil of ``w`` with
+        its boundary values zeroed, evaluated at every node. ``tests/test_pdes.py`` holds both
+        against ``torch.func`` and checks ``<J v, w> = <v, J^T w>``."""
+        k2, lam = self._k2_lam()
+        centre = k2 - 4.0 * (u.shape[-1] - 1) ** 2
+        if lam:
+            centre = torch.addcmul(torch.full_like(u, centre), u, u, value=3 * lam)
+        return Linearization(self._eager_residual(u, c), lambda v: zero_boundary(self._stencil(v, centre)),
+                             lambda w: self._stencil(masked(w), centre))
 
     @property
     def linear(self) -> bool:
