@@ -162,10 +162,12 @@ class Darcy(PDE):
         ``<J v, w> = <v, J^T w>``."""
         weights = _fv_coefficients(c[:, :1])
 
-        def apply(x):
-            return blocked(_fv_apply, torch.empty_like(x), x, *weights)
+        def apply(x, interior=False):
+            def block(o, xb, *wb):
+                _fv_apply(o, masked(xb) if interior else xb, *wb)
+            return blocked(block, torch.empty_like(x), x, *weights)
         return Linearization(self._eager_residual(u, c), lambda v: zero_boundary(apply(v)),
-                             lambda w: apply(masked(w)))
+                             lambda w: apply(w, interior=True))
 
     def solve(self, c: torch.Tensor) -> torch.Tensor:
         """Reference solution: sparse direct (SuperLU) solve of the FV system per sample, in float64.
