@@ -96,8 +96,10 @@ whatif: setup
 	@echo "the what-if explorer: http://localhost:$(WHATIF_PORT) (Ctrl-C stops it)"
 	ENS_WHATIF_APP=1 $(VENV)/bin/voila notebooks/05_what_if.ipynb --port=$(WHATIF_PORT) --no-browser
 
-# the kernels against references timed in the same run (ens.bench): one table, results/bench/bench_full.csv
+# the kernels against references timed in the same run (ens.bench): one table, results/bench/bench_full.csv;
+# first the peers of the flow-solver rows (KolSol, jax-cfd: requirements-bench.txt, nothing else needs them)
 bench: setup
+	$(VPY) -m pip install --quiet -r requirements-bench.txt
 	$(VPY) -m ens bench
 
 # the what-if panel's measured redraw times per family and kind of change (PROFILE, default: default)

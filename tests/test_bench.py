@@ -20,13 +20,35 @@ def test_bench_prints_and_writes_one_table_at_the_tiny_size(tmp_path, capsys):
     out = capsys.readouterr().out
     assert all(f"== {name}" in out for name in BENCHMARKS) and "rows meet their goal" in out
     # every FD residual in three modes, both elliptic generators, Darcy's solve
-    assert len(table) == 3 * 3 + 2 + 2 + 1 + 6  # and both spectral residuals, ENS against GN per family
+    # and both spectral residuals, the flow stepper against its two peers, ENS against GN per family
+    assert len(table) == 3 * 3 + 2 + 2 + 2 + 1 + 6
     assert {"ratio", "goal", "meets", "threads", "device", "torch"} <= set(table.columns)
-    times = table[~table.benchmark.isin(["data generation", "ens inference"])]
+    times = table[~table.benchmark.isin(["data generation", "ens inference", "flow solver"])]
     assert times.ratio.to_numpy() == pytest.approx((times.ours_ms / times.reference_ms).to_numpy())
     darcy = table[table.case.str.startswith("darcy n=")].iloc[0]  # a speed-up: reference over ours
     assert darcy.ratio == pytest.approx(darcy.reference_ms / darcy.ours_ms)
     assert (table.ours_ms > 0).all() and (table.ours_ms <= table.ours_median_ms).all()
+    flow = table[table.benchmark == "flow solver"]  # a peer that is installed is timed, a speed-up
+    timed = flow[flow.reference_ms.notna()]
+    assert timed.ratio.to_numpy() == pytest.approx((timed.reference_ms / timed.ours_ms).to_numpy())
+    assert flow[flow.reference_ms.isna()].reference.str.contains("pip install -r requirements-bench.txt").all()
+    assert timed.goal.str.startswith(">= 1").sum() == min(1, len(timed))  # held against the faster peer only
+
+
+def test_a_peer_that_is_not_installed_gets_a_row_that_says_how_to_install_it(monkeypatch):
+    import builtins
+
+    from ens import bench
+    real_import = builtins.__import__
+
+    def no_peers(name, *args, **kwargs):
+        if name.split(".")[0] in ("jax", "jax_cfd", "kolsol"):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, "__import__", no_peers)
+    rows = bench._flow_solver(bench.SIZES["tiny"], "cpu")
+    assert len(rows) == 2 and all(r["ours_ms"] > 0 and not r["meets"] for r in rows)
+    assert all("not installed: pip install -r requirements-bench.txt" in r["reference"] for r in rows)
 
 
 def test_an_unknown_size_or_benchmark_is_refused_in_one_line(capsys):
