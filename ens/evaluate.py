@@ -228,13 +228,15 @@ def select_ens_plus(ens: Checkpoint, profile: str, budget: dict | None = None, d
     Gauss--Newton with the budget's ``gn_steps`` x ``cg_iterations`` or, on a nonlinear family
     with Newton, Newton with ``newton_steps``. Every prefix of a refiner's run is a candidate
     (0 steps: ENS alone). Each is run once untimed on one sample, then timed on the batch. The
-    choice is the fastest candidate (measured wall time per sample) whose mean validation error
-    is within the budget's ``ens_plus_tolerance`` (1.1 in every profile) of the lowest: the
-    refiners' later steps buy little (on the elliptic families the first Gauss--Newton step
-    removes most of what twenty do), and 16 validation samples do not tell candidates that close
-    apart. Returns ``({"start", "stop_lowpass",
-    "refine", "refine_steps"}, table)`` with one row per candidate (``start, refine,
-    refine_steps, val_rel_l2, ms_per_sample, chosen``)."""
+    choice is the candidate with the fewest iterations (ENS's steps taken plus the refiner's; the
+    lower validation error breaks a tie) whose mean validation error is within the budget's
+    ``ens_plus_tolerance`` (1.1 in every profile) of the lowest: the refiners' later steps buy
+    little (on the elliptic families the first Gauss--Newton step removes most of what twenty
+    do), and 16 validation samples do not tell candidates that close apart. An iteration count,
+    unlike a measured time, is the same on every machine, so the seed fixes the choice (choosing
+    by wall time picked a different Kolmogorov ENS+ on a machine of another CPU type). Returns
+    ``({"start", "stop_lowpass", "refine", "refine_steps"}, table)`` with one row per candidate
+    (``start, refine, refine_steps, iterations, val_rel_l2, ms_per_sample, chosen``)."""
     from .methods import ens_start
     from .solvers import ens_plus
     b = _budget(profile, budget)
@@ -257,7 +259,7 @@ def select_ens_plus(ens: Checkpoint, profile: str, budget: dict | None = None, d
                 continue  # ENS's part diverged: no candidate from this start
             k0 = tr.info["first_iterations"]
             for k in range(tr.iterations - k0 + 1):
-                rows.append({"start": start, "refine": refine, "refine_steps": k,
+                rows.append({"start": start, "refine": refine, "refine_steps": k, "iterations": k0 + k,
                              "val_rel_l2": float(tr.rel_error[k0 + k].mean()),
                              "ms_per_sample": float(tr.wall_time[k0 + k]) / tr.batch_size * 1e3})
     table = pd.DataFrame(rows)
@@ -266,7 +268,7 @@ def select_ens_plus(ens: Checkpoint, profile: str, budget: dict | None = None, d
         raise ValueError(f"{ens.family}: ENS diverged on the validation samples with alpha={inf['alpha']:g}; "
                          "retrain or choose the checkpoint's alpha and T again")
     near = finite[finite.val_rel_l2 <= b["ens_plus_tolerance"] * finite.val_rel_l2.min()]
-    best = near.sort_values(["ms_per_sample", "val_rel_l2"]).iloc[0]
+    best = near.sort_values(["iterations", "val_rel_l2"], kind="stable").iloc[0]
     table["chosen"] = table.index == best.name
     return {"start": best.start, "stop_lowpass": q if best.start == "residual" else None, "refine": best.refine,
             "refine_steps": int(best.refine_steps)}, table

@@ -516,7 +516,7 @@ BUDGET_STUDY: dict[str, dict] = {
 #: optimisation's candidate learning rates (chosen per family on ``n_select`` validation samples);
 #: for the generalisation studies (``ens.generalization``) the samples of each super-resolution set
 #: (``n_superres``, 4x the cost per sample) and of the alpha/T sensitivity sweep (``n_sensitivity``,
-#: also the samples of ENS+'s validation choice); ENS+ keeps the fastest candidate within
+#: also the samples of ENS+'s validation choice); ENS+ keeps the candidate of fewest iterations within
 #: ``ens_plus_tolerance`` of the lowest validation error (``ens.evaluate.select_ens_plus``).
 #: Every iterative method gets far more iterations than ENS's ``T_test``, so the error-versus-time
 #: curves compare them at equal wall time, not only at each method's end.

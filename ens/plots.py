@@ -388,10 +388,11 @@ def plot_tto_selection(table: pd.DataFrame, path: str | Path | None = None) -> m
 
 def plot_ens_plus_selection(table: pd.DataFrame, path: str | Path | None = None) -> matplotlib.figure.Figure:
     """ENS+'s validation candidates (:func:`ens.evaluate.ens_plus_selection`): validation rel L2
-    against the wall time per sample along each (ENS start, refiner) run, one panel per family;
-    the first point of each line is ENS alone, the chosen candidate is circled."""
+    against the iterations (ENS's steps plus the refiner's, the choice's cost measure) along each
+    (ENS start, refiner) run, one panel per family; the first point of each line is ENS alone,
+    the chosen candidate is circled."""
     set_style()
-    _require(table, ["family", "start", "refine", "refine_steps", "val_rel_l2", "ms_per_sample", "chosen"],
+    _require(table, ["family", "start", "refine", "refine_steps", "iterations", "val_rel_l2", "chosen"],
              "plot_ens_plus_selection")
     families = list(dict.fromkeys(table.family))
     fig, axes = _grid(len(families), 3, 3.8, 3.0)
@@ -404,11 +405,11 @@ def plot_ens_plus_selection(table: pd.DataFrame, path: str | Path | None = None)
         d = table[table.family == family]
         for (start, refine), g in d.groupby(["start", "refine"], sort=False):
             g = g.sort_values("refine_steps")
-            ax.plot(g.ms_per_sample, g.val_rel_l2, marker=".", ms=4, color=colours.get(refine, "C5"),
+            ax.plot(g.iterations, g.val_rel_l2, marker=".", ms=4, color=colours.get(refine, "C5"),
                     label=names.get((start, refine), f"{start}, {refine}"), **styles.get(start, {}))
         pick = d[d.chosen]
-        ax.plot(pick.ms_per_sample, pick.val_rel_l2, "o", mfc="none", mec="k", ms=10, label="chosen")
-        ax.set(xscale="log", yscale="log", title=family, xlabel="wall time per sample [ms]",
+        ax.plot(pick.iterations, pick.val_rel_l2, "o", mfc="none", mec="k", ms=10, label="chosen")
+        ax.set(xscale="log", yscale="log", title=family, xlabel="iterations (ENS + refiner)",
                ylabel="validation rel. L2")
     return _finish_panels(fig, axes, len(families), path, max_columns=2)
 
