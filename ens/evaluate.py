@@ -268,7 +268,7 @@ def select_ens_plus(ens: Checkpoint, profile: str, budget: dict | None = None, d
         raise ValueError(f"{ens.family}: ENS diverged on the validation samples with alpha={inf['alpha']:g}; "
                          "retrain or choose the checkpoint's alpha and T again")
     near = finite[finite.val_rel_l2 <= b["ens_plus_tolerance"] * finite.val_rel_l2.min()]
-    best = near.sort_values(["iterations", "val_rel_l2"], kind="stable").iloc[0]
+    best = near.sort_values(["iterations", "val_rel_l2"]).iloc[0]
     table["chosen"] = table.index == best.name
     return {"start": best.start, "stop_lowpass": q if best.start == "residual" else None, "refine": best.refine,
             "refine_steps": int(best.refine_steps)}, table

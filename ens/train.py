@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,7 +226,7 @@ def matched_epochs(profile: str, family: str, ens_epochs: int) -> int:
 
 
 def measure_cost_ratio(profile: str, family: str, *, batches: int = 8, rounds: int = 3, data_root=None,
-                       device="cpu", generate_missing: bool = True) -> dict:
+                       device="cpu", generate_missing: bool = True, split: str = "train") -> dict:
     """ENS's and the surrogate's seconds per training batch, measured in this process on the same
     batches with the same optimiser and threads, and their ratio (how many surrogate epochs one ENS
     epoch buys; the basis of :data:`ens.experiments.COMPUTE_RATIO`).
@@ -233,11 +234,13 @@ def measure_cost_ratio(profile: str, family: str, *, batches: int = 8, rounds: i
     Each of ``rounds`` rounds times ``batches`` optimiser steps of ENS, then of the surrogate, after
     one untimed warm-up step of each; the per-batch time of a model is its fastest round (the least
     disturbed by other load). The per-epoch validation pass (a few percent of an epoch) is not part
-    of it; the checkpoints' recorded wall times include it."""
+    of it; the checkpoints' recorded wall times include it. The batches come from ``split`` (the
+    training split by default; ``ens bench`` times the validation split, same shapes, which a fresh
+    clone generates in seconds rather than minutes)."""
     check_int(batches, "batches")
     check_int(rounds, "rounds")
     configs = {kind: TrainConfig.for_profile(profile, family, kind) for kind in ("ens", "surrogate")}
-    spec = dataset_spec(profile, family, "train", in_distribution_setting(family))
+    spec = dataset_spec(profile, family, split, in_distribution_setting(family))
     bs = configs["ens"].batch_size
     c, u = load_dataset(spec, data_root, generate_missing).tensors(0, bs * batches)
     c, u, pde, dev = c.to(device), u.to(device), spec.pde(), torch.device(device)
@@ -248,7 +251,7 @@ def measure_cost_ratio(profile: str, family: str, *, batches: int = 8, rounds: i
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         runs[kind] = (model.train(), opt, config)
         _train_step(model, opt, None, config, pde, c[:bs], u[:bs])  # warm-up
-    best = {kind: math.inf for kind in runs}
+    per_round = {kind: [] for kind in runs}
     for _ in range(rounds):
         for kind, (model, opt, config) in runs.items():
             if dev.type == "cuda":
@@ -259,9 +262,11 @@ def measure_cost_ratio(profile: str, family: str, *, batches: int = 8, rounds: i
                 _train_step(model, opt, None, config, pde, c[sl], u[sl])
             if dev.type == "cuda":
                 torch.cuda.synchronize()
-            best[kind] = min(best[kind], (time.perf_counter() - t0) / batches)
+            per_round[kind].append((time.perf_counter() - t0) / batches)
+    best = {kind: min(times) for kind, times in per_round.items()}
     return {"profile": profile, "family": family, "ens_s_per_batch": best["ens"],
             "surrogate_s_per_batch": best["surrogate"], "ratio": best["ens"] / best["surrogate"],
+            **{f"{kind}_s_per_batch_median": statistics.median(times) for kind, times in per_round.items()},
             "batch_size": bs, "threads": torch.get_num_threads(), "device": dev.type}
 
 

@@ -19,12 +19,17 @@ def test_bench_prints_and_writes_one_table_at_the_tiny_size(tmp_path, capsys):
     table = pd.read_csv(tmp_path / "bench_tiny.csv")
     out = capsys.readouterr().out
     assert all(f"== {name}" in out for name in BENCHMARKS) and "rows meet their goal" in out
+    assert "rows report a figure" in out
     # every FD residual in three modes, both elliptic generators, Darcy's solve
-    # and both spectral residuals, the flow stepper against its two peers, ENS against GN per family
-    assert len(table) == 3 * 3 + 2 + 2 + 2 + 1 + 6
+    # and both spectral residuals, the flow stepper against its two peers, ENS against GN per family,
+    # ENS's training step against the surrogate's per family
+    assert len(table) == 3 * 3 + 2 + 2 + 2 + 1 + 6 + 6
     assert {"ratio", "goal", "meets", "threads", "device", "torch"} <= set(table.columns)
     times = table[~table.benchmark.isin(["data generation", "ens inference", "flow solver"])]
+    assert set(times.benchmark) == {"fd residual", "spectral residual", "training throughput"}
     assert times.ratio.to_numpy() == pytest.approx((times.ours_ms / times.reference_ms).to_numpy())
+    training = table[table.benchmark == "training throughput"]  # ENS's step runs the predictor and
+    assert (training.ratio > 1).all() and training.case.str.contains("samples/s").all()  # T correctors
     darcy = table[table.case.str.startswith("darcy n=")].iloc[0]  # a speed-up: reference over ours
     assert darcy.ratio == pytest.approx(darcy.reference_ms / darcy.ours_ms)
     assert (table.ours_ms > 0).all() and (table.ours_ms <= table.ours_median_ms).all()

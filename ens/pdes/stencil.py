@@ -18,8 +18,8 @@ The eager kernels (:func:`blocked`, :func:`zero_boundary`, :func:`masked`) serve
 residuals and Jacobian products of the elliptic families, where nothing is differentiated: each
 writes its result in place, a batch block at a time, so that the stencil's several reads of a
 block are served from the cache (``ens bench``, 64 x 256^2 float32 batches on the 2-core CPU, in
-multiples of an add over the same bytes: the residual went from 10-16x to 3.5-4.6x, its JVP from
-25-45x to 2.6-2.9x and its VJP from 21-37x to 3.0-5.9x across Poisson, Helmholtz and Darcy).
+multiples of an add over the same bytes: the residual went from 10-16x to 3.3-6.8x, its JVP from
+25-45x to 2.0-4.4x and its VJP from 21-37x to 2.1-4.7x across Poisson, Helmholtz and Darcy).
 """
 
 from __future__ import annotations
