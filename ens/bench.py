@@ -9,7 +9,8 @@ kernels timed side by side moves far less. Every timing is the minimum (and medi
 A row of the table (:func:`run_benchmarks`): ``benchmark, case, ours_ms, reference, reference_ms,
 ratio, goal, meets, threads, device, torch``. ``ratio`` is ``ours / reference`` for a time
 (lower is better) and ``reference / ours`` for a speed-up (higher is better); ``goal`` says which
-and what it is held against. Sizes are named (:data:`SIZES`): ``"full"`` is the issue's
+and what it is held against; a row whose goal starts with ``"report"`` has none and only reports
+its figure (the command's summary counts the rows with a goal). Sizes are named (:data:`SIZES`): ``"full"`` is the issue's
 (batch x grid = 64 x 256 for the residuals), ``"tiny"`` a smoke test that runs in seconds.
 """
 

@@ -233,7 +233,7 @@ def measure_cost_ratio(profile: str, family: str, *, batches: int = 8, rounds: i
 
     Each of ``rounds`` rounds times ``batches`` optimiser steps of ENS, then of the surrogate, after
     one untimed warm-up step of each; the per-batch time of a model is its fastest round (the least
-    disturbed by other load). The per-epoch validation pass (a few percent of an epoch) is not part
+    disturbed by other load; ``*_s_per_batch_median`` is the median round). The per-epoch validation pass (a few percent of an epoch) is not part
     of it; the checkpoints' recorded wall times include it. The batches come from ``split`` (the
     training split by default; ``ens bench`` times the validation split, same shapes, which a fresh
     clone generates in seconds rather than minutes)."""

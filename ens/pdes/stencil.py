@@ -17,8 +17,8 @@ and exact to round-off on any device.
 The eager kernels (:func:`blocked`, :func:`zero_boundary`, :func:`masked`) serve the closed-form
 residuals and Jacobian products of the elliptic families, where nothing is differentiated: each
 writes its result in place, a batch block at a time, so that the stencil's several reads of a
-block are served from the cache (``ens bench``, 64 x 256^2 float32 batches on the 2-core CPU, in
-multiples of an add over the same bytes: the residual went from 10-16x to 3.3-6.8x, its JVP from
+block are served from the cache (``ens bench``, 64 x 256^2 float32 batches on the 2-core CPU, two
+runs on 2026-12-04, in multiples of an add over the same bytes: the residual went from 10-16x to 3.3-6.8x, its JVP from
 25-45x to 2.0-4.4x and its VJP from 21-37x to 2.1-4.7x across Poisson, Helmholtz and Darcy).
 """
 
