@@ -6,6 +6,7 @@ Examples::
     ens data generate --profile ci                       # every dataset of the ci profile
     ens data generate --profile default --family darcy   # one family
     ens data generate --profile ci --repair              # also regenerate corrupt files
+    ens data generate --profile paper --shard 0/4        # shard 0 of 4 (one per machine, one data root)
     ens data verify --profile ci                         # checksums + residual of every file
     ens data info                                        # what exists, per profile
     ens train --profile ci --family helmholtz            # ENS and the same-budget surrogate
@@ -72,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--workers", type=_positive_int, default=None,
                      help="files generated at once, one process of one torch thread each, the longest first "
                           "(default: $ENS_WORKERS or the number of cores; the same bytes)")
+    gen.add_argument("--shard", type=_shard, default=None, metavar="I/N",
+                     help="generate only shard I of N (0 <= I < N) of the selected files, large files split by "
+                          "chunks; give every shard the same selection; the run that writes a file's last part "
+                          "assembles it, byte-identical to one run (default: RANK/WORLD_SIZE under torchrun, else all)")
     add("verify", "recompute the checksum and the residual R(u*) of every file")
     add("info", "list the datasets of a profile and whether they exist (no checksums)",
         profile_required=False, filters=False)
@@ -172,6 +177,25 @@ def _device(text: str) -> str:
     return text
 
 
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N with integers 0 <= I < N, e.g. 0/2, got {text!r}") from None
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"expected I/N with 0 <= I < N, e.g. 0/2, got {text!r}")
+    return i, n
+
+
+def _launcher_shard() -> tuple[int, int] | None:
+    """``(RANK, WORLD_SIZE)`` when started by torchrun (or another launcher that sets both) with more than one process."""
+    try:
+        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    except (KeyError, ValueError):
+        return None
+    return (rank, world) if world > 1 and 0 <= rank < world else None
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -209,9 +233,13 @@ def _selected(args) -> list:
 def _generate(args) -> int:
     from .data import generate
     t0 = time.perf_counter()
-    actions = generate(_selected(args), root=args.root, repair=args.repair,
-                       device=args.device, workers=_workers(args), log=print)
+    shard = args.shard or _launcher_shard()
+    actions = generate(_selected(args), root=args.root, repair=args.repair, device=args.device,
+                       workers=_workers(args), shard=shard, log=print)
     refused = [spec.path for spec, action in actions.items() if action == "refused"]
+    waiting = sum(action == "partial" for action in actions.values())
+    if waiting:
+        print(f"{waiting} file(s) wait for other shards' parts; the shard that writes a file's last part assembles it")
     print(f"done in {time.perf_counter() - t0:.1f} s: " + ", ".join(
         f"{sum(a == act for a in actions.values())} {act}" for act in sorted(set(actions.values()))))
     if refused:

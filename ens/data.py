@@ -27,6 +27,14 @@ the interrupted and resumed run ends with the same checksums as an uninterrupted
 whose checksum does not match the manifest is *corrupt*: it is reported and never used or
 overwritten unless ``repair=True`` (``ens data generate --repair``).
 
+Shards (``ens data generate --shard i/n``, or the ranks of ``torchrun``): :func:`shard_plan` deals
+the files out to ``n`` shards by estimated cost and splits a file larger than one shard's share
+into contiguous ranges of its chunks. A part is written like a file (``<name>.h5.part<k>of<m>``,
+then a sidecar ``.json`` with its sha256); the run that completes a file's last part assembles the
+file from the parts, chunk by chunk in the single-process order, so its bytes are identical, records
+it under the manifest lock and deletes the parts. Shards share the data root (one machine, or
+machines on one shared filesystem with working ``flock``).
+
 Verification recomputes every checksum and, in float64 from the stored float32 data, the
 relative residual of every sample (:func:`relative_residuals`), and compares it with a
 tolerance that says why the residual is not zero:
@@ -70,12 +78,13 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
+from .checks import check_int
 from .experiments import DatasetSpec
 from .paths import data_root, fsync_path, locked, sha256sum, write_json
 from .pdes import PDE
 
 __all__ = ["GENERATOR_VERSION", "ELLIPTIC_SOLVER_RTOL", "TRUNCATION_FACTOR", "chunk_seed", "chunk_inputs", "sha256sum",
-           "read_manifest", "generate_file", "generation_cost", "generate", "relative_residuals", "FileReport",
+           "read_manifest", "generate_file", "generation_cost", "generate", "shard_plan", "part_chunks", "n_chunks", "relative_residuals", "FileReport",
            "file_status", "verify", "PDEDataset", "CorruptDataError", "load_dataset"]
 
 #: version of the generation algorithm; bump it when the bytes a spec generates change
@@ -145,49 +154,132 @@ def _record(profile_dir: Path, spec: DatasetSpec, entry: dict) -> None:
 
 
 # ---- generation -------------------------------------------------------------------------------
-def generate_file(spec: DatasetSpec, path: str | os.PathLike, device="cpu", progress: bool | None = None) -> None:
-    """Generate ``spec`` into the HDF5 file ``path`` (via ``<path>.<pid>.tmp``, fsync and rename).
+def _file_attrs(spec: DatasetSpec, device_type: str) -> dict:
+    return {"spec": spec.to_json(), "params": json.dumps(spec.pde().params, sort_keys=True), "seed": spec.seed,
+            "resolution": spec.resolution, "generator_version": GENERATOR_VERSION, "ens_version": __version__,
+            "torch_version": str(torch.__version__), "device": device_type}
 
-    The temporary file is removed if generation raises. ``progress=None`` shows a tqdm bar on a
-    terminal only.
-    """
-    path = Path(path)
+
+def _write_h5(path: Path, attrs: dict, shapes: dict[str, tuple], blocks: Iterable, progress: bool | None,
+              desc: str) -> None:
+    """Write the arrays ``shapes`` (name -> ``(n, ch, S, S)``) of an HDF5 file from ``blocks``, an
+    iterable of ``(start, {name: float32 array})`` in sample order, via ``<path>.<pid>.tmp``, fsync
+    and a rename (the temporary file is removed if anything raises). The bytes depend only on
+    ``attrs``, the shapes, the data and the order of the writes, which is what makes a file assembled
+    from shards (:func:`generate` with ``shard``) identical to one generated in one process."""
     if path.parent.exists() and not path.parent.is_dir():
-        raise NotADirectoryError(errno.ENOTDIR, f"expected a folder for the {spec.family} datasets, found a file "
-                                 f"(move it away)", str(path.parent))
+        raise NotADirectoryError(errno.ENOTDIR, f"expected a folder for the {path.parent.name} datasets, found a "
+                                 f"file (move it away)", str(path.parent))
     path.parent.mkdir(parents=True, exist_ok=True)
-    pde, S, n = spec.pde(), spec.resolution, spec.n_samples
-    need = 4 * n * (pde.in_channels + pde.out_channels) * S * S * 1.02 + 2 ** 20  # the data, chunk index, header
+    need = 4 * sum(math.prod(s) for s in shapes.values()) * 1.02 + 2 ** 20  # the data, chunk index, header
     free = shutil.disk_usage(path.parent).free
     if free < need:  # HDF5 cannot recover from a full disk (h5py crashes at exit), so refuse before writing
-        raise OSError(errno.ENOSPC, f"no space left for {spec.path}: it needs about {need / 2 ** 20:.2f} MiB, "
+        raise OSError(errno.ENOSPC, f"no space left for {path.name}: it needs about {need / 2 ** 20:.2f} MiB, "
                       f"{free / 2 ** 20:.2f} MiB are free; free some or choose another data root (--root)",
                       str(path.parent))
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # a concurrent run writes its own
-    attrs = {"spec": spec.to_json(), "params": json.dumps(pde.params, sort_keys=True), "seed": spec.seed,
-             "resolution": S, "generator_version": GENERATOR_VERSION, "ens_version": __version__,
-             "torch_version": str(torch.__version__), "device": torch.device(device).type}
+    n = next(iter(shapes.values()))[0]
     try:
         with h5py.File(tmp, "w") as f:
             for key, val in attrs.items():
                 f.attrs[key] = val
-            dsets = [f.create_dataset(name, (n, ch, S, S), dtype="<f4", chunks=(1, ch, S, S), track_times=False)
-                     for name, ch in (("inputs", pde.in_channels), ("solutions", pde.out_channels))]
-            with tqdm(total=n, desc=spec.path, unit="sample", disable=None if progress is None else not progress,
+            dsets = {name: f.create_dataset(name, shape, dtype="<f4", chunks=(1, *shape[1:]), track_times=False)
+                     for name, shape in shapes.items()}
+            with tqdm(total=n, desc=desc, unit="sample", disable=None if progress is None else not progress,
                       leave=False) as bar:
-                for i, start in enumerate(range(0, n, spec.chunk_size)):
-                    m = min(spec.chunk_size, n - start)
-                    c = chunk_inputs(pde, S, spec.seed, i, m, device)
-                    u = pde.solve(c)
-                    for dset, x in zip(dsets, (c, u)):
-                        dset[start:start + m] = x.to(torch.float32).cpu().numpy()
-                    bar.update(m)
+                for start, arrays in blocks:
+                    for name, dset in dsets.items():
+                        dset[start:start + len(arrays[name])] = arrays[name]
+                    bar.update(len(arrays[name]))
         fsync_path(tmp)
         os.replace(tmp, path)
         fsync_path(path.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _shapes(spec: DatasetSpec, n: int) -> dict[str, tuple]:
+    pde, S = spec.pde(), spec.resolution
+    return {"inputs": (n, pde.in_channels, S, S), "solutions": (n, pde.out_channels, S, S)}
+
+
+def _solved_chunks(spec: DatasetSpec, chunks: range, device, offset: int = 0):
+    """``(start - offset, {"inputs", "solutions"})`` of the chunks ``chunks`` of ``spec``, sampled and solved."""
+    pde = spec.pde()
+    for i in chunks:
+        start = i * spec.chunk_size
+        c = chunk_inputs(pde, spec.resolution, spec.seed, i, min(spec.chunk_size, spec.n_samples - start), device)
+        u = pde.solve(c)
+        yield start - offset, {"inputs": c.to(torch.float32).cpu().numpy(), "solutions": u.to(torch.float32).cpu().numpy()}
+
+
+def n_chunks(spec: DatasetSpec) -> int:
+    """The number of chunks of ``spec`` (``ceil(n_samples / chunk_size)``); chunk ``i`` holds samples
+    ``[i c, (i + 1) c)`` and is generated from its own seed (:func:`chunk_seed`)."""
+    return math.ceil(spec.n_samples / spec.chunk_size)
+
+
+def generate_file(spec: DatasetSpec, path: str | os.PathLike, device="cpu", progress: bool | None = None) -> None:
+    """Generate ``spec`` into the HDF5 file ``path`` (via ``<path>.<pid>.tmp``, fsync and rename).
+
+    The temporary file is removed if generation raises. ``progress=None`` shows a tqdm bar on a
+    terminal only.
+    """
+    _write_h5(Path(path), _file_attrs(spec, torch.device(device).type), _shapes(spec, spec.n_samples),
+              _solved_chunks(spec, range(n_chunks(spec)), device), progress, spec.path)
+
+
+# ---- shards -----------------------------------------------------------------------------------
+def shard_plan(specs: Iterable[DatasetSpec], n_shards: int) -> list[list[tuple[DatasetSpec, int, int]]]:
+    """Which shard generates what: ``plan[i]`` lists the units ``(spec, part, parts)`` of shard ``i``.
+
+    A unit is a whole file (``parts == 1``) or the ``part``-th of ``parts`` contiguous ranges of a
+    file's chunks (:func:`part_chunks`). A file whose estimated cost (:func:`generation_cost`) exceeds
+    a shard's fair share (the total over ``n_shards``) is split into ``ceil(cost / share)`` parts (at
+    most its number of chunks), so one large Navier--Stokes or Kolmogorov file does not hold back
+    every other shard. The units are then dealt out longest first, each to the least loaded shard
+    (ties: the lowest shard). The plan depends on the specs and ``n_shards`` only, never on what is
+    on disk, so every shard computes the same plan independently.
+    """
+    check_int(n_shards, "number of shards")
+    specs = list(specs)
+    costs = [generation_cost(s) for s in specs]
+    share = sum(costs) / n_shards
+    units = []  # (cost, order, spec, part, parts)
+    for order, (spec, cost) in enumerate(zip(specs, costs)):
+        parts = 1 if n_shards == 1 or cost <= share else min(n_chunks(spec), math.ceil(cost / share - 1e-9))
+        for part in range(parts):
+            units.append((cost * len(part_chunks(spec, part, parts)) / n_chunks(spec), order, spec, part, parts))
+    units.sort(key=lambda u: (-u[0], u[1], u[3]))
+    plan, load = [[] for _ in range(n_shards)], [0.0] * n_shards
+    for cost, order, spec, part, parts in units:
+        i = min(range(n_shards), key=lambda k: (load[k], k))
+        plan[i].append((spec, part, parts))
+        load[i] += cost
+    return plan
+
+
+def part_chunks(spec: DatasetSpec, part: int, parts: int) -> range:
+    """The chunks of part ``part`` of ``parts`` of ``spec``: contiguous, sizes differing by at most one."""
+    n = n_chunks(spec)
+    return range(part * n // parts, (part + 1) * n // parts)
+
+
+def _part_path(path: Path, part: int, parts: int) -> Path:
+    return path.with_name(f"{path.name}.part{part + 1}of{parts}")
+
+
+def _part_is_valid(spec: DatasetSpec, path: Path) -> bool:
+    """A part file is used only if its sidecar (written after it) names this spec and its sha256 matches."""
+    sidecar = path.with_name(path.name + ".json")
+    try:
+        entry = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return False
+    return (isinstance(entry, dict) and entry.get("spec") == spec.to_dict()
+            and entry.get("generator_version") == GENERATOR_VERSION and path.is_file()
+            and entry.get("sha256") == sha256sum(path))
 
 
 def file_status(spec: DatasetSpec, root=None, manifest: dict | None = None, check_hash: bool = True) -> str:
@@ -220,31 +312,102 @@ def generation_cost(spec: DatasetSpec) -> float:
     return spec.pde().generation_cost * spec.n_samples * (spec.resolution / 64) ** 2
 
 
-def _generate_job(job: tuple) -> float | None:
-    """Generate one spec's file and record it in the manifest; returns the seconds it took, or None
-    when a concurrent run on the same data root wrote it meanwhile (the file is locked while it is
-    generated, so the second run waits for the first and then keeps its file)."""
-    spec, root, device, progress, repair = job
+def _record_file(profile_dir: Path, spec: DatasetSpec, path: Path, device_type: str) -> None:
+    _record(profile_dir, spec, {"sha256": sha256sum(path), "bytes": path.stat().st_size, "spec": spec.to_dict(),
+                                "params": spec.pde().params, "generator_version": GENERATOR_VERSION,
+                                "device": device_type, "torch_version": str(torch.__version__)})
+
+
+def _file_lock(spec: DatasetSpec) -> str:
+    return f".{spec.path.replace('/', '__')}.lock"
+
+
+def _remove_stale_tmp(path: Path) -> None:
+    for stale in path.parent.glob(f"{path.name}.*.tmp"):  # left by a killed run: nobody else holds the lock
+        stale.unlink(missing_ok=True)
+
+
+def _generate_job(job: tuple) -> tuple[float | None, bool]:
+    """Generate one unit of :func:`shard_plan` (a file, or one part of a file's chunks) and record
+    the file in the manifest once it is complete. Returns ``(seconds, complete)``: seconds is None
+    when there was nothing to do (a concurrent run on the same data root wrote it meanwhile: each
+    file and part is generated under its own lock, so a second run waits and then keeps it);
+    ``complete`` says whether the file now exists (a part's file is assembled by whichever run
+    writes its last part)."""
+    spec, part, parts, root, device, progress, repair = job
     t0 = time.perf_counter()
     profile_dir = data_root(root) / spec.profile
     path = profile_dir / spec.path
+    device_type = torch.device(device).type
     profile_dir.mkdir(parents=True, exist_ok=True)
-    with locked(profile_dir, f".{spec.path.replace('/', '__')}.lock"):
-        for stale in path.parent.glob(f"{path.name}.*.tmp"):  # left by a killed run: nobody else holds the lock
-            stale.unlink(missing_ok=True)
+
+    def wanted() -> bool:
         status = file_status(spec, root)
-        if status == "ok" or (status == "corrupt" and not repair):
-            return None
-        generate_file(spec, path, device=device, progress=progress)
-        _record(profile_dir, spec, {"sha256": sha256sum(path), "bytes": path.stat().st_size,
-                                    "spec": spec.to_dict(), "params": spec.pde().params,
-                                    "generator_version": GENERATOR_VERSION,
-                                    "device": torch.device(device).type, "torch_version": str(torch.__version__)})
-    return time.perf_counter() - t0
+        return not (status == "ok" or (status == "corrupt" and not repair))
+
+    if parts == 1:
+        with locked(profile_dir, _file_lock(spec)):
+            _remove_stale_tmp(path)
+            if not wanted():
+                return None, True
+            generate_file(spec, path, device=device, progress=progress)
+            _record_file(profile_dir, spec, path, device_type)
+        return time.perf_counter() - t0, True
+    ppath = _part_path(path, part, parts)
+    with locked(profile_dir, f".{ppath.relative_to(profile_dir).as_posix().replace('/', '__')}.lock"):
+        _remove_stale_tmp(ppath)
+        if not wanted():
+            return None, _assemble(spec, root, parts, repair)
+        fresh = not _part_is_valid(spec, ppath)
+        if fresh:  # a valid part of an earlier, interrupted run is kept
+            chunks = part_chunks(spec, part, parts)
+            offset = chunks.start * spec.chunk_size
+            n = min(chunks.stop * spec.chunk_size, spec.n_samples) - offset
+            attrs = {**_file_attrs(spec, device_type), "part": part, "parts": parts, "first_sample": offset}
+            _write_h5(ppath, attrs, _shapes(spec, n), _solved_chunks(spec, chunks, device, offset), progress,
+                      f"{spec.path} part {part + 1}/{parts}")
+            write_json({"spec": spec.to_dict(), "generator_version": GENERATOR_VERSION, "device": device_type,
+                        "sha256": sha256sum(ppath)}, ppath.with_name(ppath.name + ".json"))
+    return (time.perf_counter() - t0) if fresh else None, _assemble(spec, root, parts, repair)
+
+
+def _assemble(spec: DatasetSpec, root, parts: int, repair: bool) -> bool:
+    """Write ``spec``'s file from its ``parts`` part files once all are present and valid, record it
+    and remove the parts; returns whether the file exists now. The samples are written chunk by
+    chunk in the order :func:`generate_file` writes them, so the bytes are the same."""
+    profile_dir = data_root(root) / spec.profile
+    path = profile_dir / spec.path
+    paths = [_part_path(path, k, parts) for k in range(parts)]
+    with locked(profile_dir, _file_lock(spec)):
+        _remove_stale_tmp(path)
+        status = file_status(spec, root)
+        if not (status == "ok" or (status == "corrupt" and not repair)):
+            if not all(_part_is_valid(spec, p) for p in paths):
+                return False
+            devices = {json.loads(p.with_name(p.name + ".json").read_text())["device"] for p in paths}
+            if len(devices) > 1:
+                raise CorruptDataError(f"the parts of {spec.path} were generated on different device types "
+                                       f"{sorted(devices)}; generate every shard on one device type")
+
+            def blocks():
+                for k, p in enumerate(paths):
+                    with h5py.File(p, "r") as f:
+                        first = int(f.attrs["first_sample"])
+                        for start in range(0, len(f["inputs"]), spec.chunk_size):
+                            stop = start + spec.chunk_size
+                            yield first + start, {name: f[name][start:stop] for name in ("inputs", "solutions")}
+
+            device_type = devices.pop()
+            _write_h5(path, _file_attrs(spec, device_type), _shapes(spec, spec.n_samples), blocks(), False, spec.path)
+            _record_file(profile_dir, spec, path, device_type)
+        for p in paths:  # the file is complete: its parts are not needed
+            p.unlink(missing_ok=True)
+            p.with_name(p.name + ".json").unlink(missing_ok=True)
+    return True
 
 
 def generate(specs: Iterable[DatasetSpec], *, root=None, repair: bool = False, device="cpu",
-             progress: bool | None = None, workers: int = 1,
+             progress: bool | None = None, workers: int = 1, shard: tuple[int, int] | None = None,
              log: Callable[[str], None] | None = None) -> dict[DatasetSpec, str]:
     """Generate every missing, unrecorded or stale dataset of ``specs`` (e.g. ``datasets("ci")``).
 
@@ -256,44 +419,80 @@ def generate(specs: Iterable[DatasetSpec], *, root=None, repair: bool = False, d
     processes of one torch thread each (:func:`ens.workers.map_jobs`; the bytes do not depend on
     the thread count, and the manifest is updated under a lock). Runs on one data root may overlap:
     each file is generated under its own lock, so a second run waits for it and keeps it.
+
+    ``shard=(i, n)`` generates only shard ``i`` (``0 <= i < n``) of :func:`shard_plan` (every shard
+    must be given the same ``specs``): whole files, and parts of the large files, written to
+    ``<file>.part<k>of<m>`` with a checksummed sidecar. The run that writes a file's last part
+    assembles the file, byte-identical to a single-process run, records it and removes the parts.
+    Shards may run at the same time or one after another, on one machine or on several that share
+    the data root; the action of a file another shard generates is ``"other shard"``, and of a file
+    whose parts are not all written yet ``"partial"``.
     """
     from .workers import map_jobs
     log = log or (lambda msg: None)
     specs = list(specs)
-    actions, totals, todo = {}, {}, []
+    if shard is None:
+        units = [(spec, 0, 1) for spec in specs]
+    else:
+        i, n = shard
+        if not (isinstance(i, int) and isinstance(n, int) and 0 <= i < n):
+            raise ValueError(f"expected shard (i, n) with 0 <= i < n, e.g. (0, 2), got {shard!r}")
+        units = shard_plan(specs, n)[i]
+        mine = {spec for spec, _, _ in units}
+        cost = sum(generation_cost(s) * len(part_chunks(s, p, m)) / n_chunks(s) for s, p, m in units)
+        log(f"shard {i}/{n}: {len(units)} of the units of {len(specs)} files ({len(mine)} files, "
+            f"{sum(1 for _, _, m in units if m > 1)} of them parts), "
+            f"{100 * cost / max(sum(map(generation_cost, specs)), 1e-12):.0f} % of the estimated work")
+    actions, totals, todo, status_of = {}, {}, [], {}
     for k, spec in enumerate(specs, 1):
-        status = file_status(spec, root)
+        status = status_of[spec] = file_status(spec, root)
         tag = f"[{k}/{len(specs)}] {spec.path}"
-        if status == "ok":
+        if shard is not None and spec not in mine:
+            actions[spec] = "other shard"
+        elif status == "ok":
             actions[spec] = "kept"
             log(f"{tag}: ok (checksum matches the manifest), kept")
         elif status == "corrupt" and not repair:
             actions[spec] = "refused"
             log(f"{tag}: CORRUPT (checksum differs from the manifest); not used or overwritten: "
                 f"rerun with --repair to regenerate it")
-        else:
-            todo.append((tag, spec, status))
-    def done(item, dt):
-        tag, spec, status = item
-        path = data_root(root) / spec.profile / spec.path
-        if dt is None:
-            actions[spec] = "kept"
-            log(f"{tag}: written by a concurrent run on this data root meanwhile (checksum matches), kept")
-            return
-        actions[spec] = {"missing": "generated", "corrupt": "repaired"}.get(status, "regenerated")
-        n, total = totals.get(spec.family, (0, 0.0))
-        totals[spec.family] = (n + spec.n_samples, total + dt)
-        log(f"{tag}: {actions[spec]} ({status} before), {spec.n_samples} samples at "
-            f"S={spec.resolution}, {path.stat().st_size / 2 ** 20:.1f} MiB, {dt:.1f} s")
+    tags = {spec: f"[{k}/{len(specs)}] {spec.path}" for k, spec in enumerate(specs, 1)}
+    todo = [(tags[spec], spec, status_of[spec], part, parts) for spec, part, parts in units if spec not in actions]
 
-    if workers == 1:  # one file after the other, each reported when it is written
+    def done(item, result):
+        tag, spec, status, part, parts = item
+        dt, complete = result
+        what = "" if parts == 1 else f" part {part + 1}/{parts}"
+        path = data_root(root) / spec.profile / spec.path
+        if complete:
+            actions[spec] = {"missing": "generated", "corrupt": "repaired"}.get(status, "regenerated")
+        else:
+            actions[spec] = "partial"
+        if dt is None:
+            if complete and parts == 1:
+                actions[spec] = "kept"
+            if parts == 1:
+                log(f"{tag}: written by a concurrent run on this data root meanwhile (checksum matches), kept")
+            else:
+                log(f"{tag}{what}: written by a concurrent or earlier run (checksum matches), kept"
+                    + ("" if complete else "; the file waits for the other parts"))
+            return
+        n_samples = len(part_chunks(spec, part, parts)) * spec.chunk_size if parts > 1 else spec.n_samples
+        n_samples = min(n_samples, spec.n_samples)
+        fam_n, total = totals.get(spec.family, (0, 0.0))
+        totals[spec.family] = (fam_n + n_samples, total + dt)
+        log(f"{tag}{what}: {actions[spec]} ({status} before), {n_samples} samples at S={spec.resolution}, "
+            + (f"{path.stat().st_size / 2 ** 20:.1f} MiB, " if complete else "")
+            + f"{dt:.1f} s" + ("" if complete else "; the file waits for the other parts"))
+
+    if workers == 1:  # one unit after the other, each reported when it is written
         for item in todo:
-            done(item, _generate_job((item[1], root, device, progress, repair)))
+            done(item, _generate_job((item[1], item[3], item[4], root, device, progress, repair)))
     else:  # the longest first, so that no worker is left alone with a long file at the end
-        todo.sort(key=lambda item: -generation_cost(item[1]))
-        jobs = [(spec, root, device, False, repair) for _, spec, _ in todo]
-        for item, dt in zip(todo, map_jobs(_generate_job, jobs, workers=workers, threads=1)):
-            done(item, dt)
+        todo.sort(key=lambda item: -generation_cost(item[1]) / item[4])
+        jobs = [(spec, part, parts, root, device, False, repair) for _, spec, _, part, parts in todo]
+        for item, result in zip(todo, map_jobs(_generate_job, jobs, workers=workers, threads=1)):
+            done(item, result)
     for fam, (n, total) in totals.items():
         log(f"{fam}: generated {n} samples in {total:.1f} s")
     return actions

@@ -24,9 +24,13 @@ from ens.data import (
     PDEDataset,
     file_status,
     generate,
+    generate_file,
     generation_cost,
+    n_chunks,
+    part_chunks,
     read_manifest,
     sha256sum,
+    shard_plan,
     verify,
 )
 from ens.experiments import (
@@ -359,7 +363,7 @@ def test_parallel_generation_starts_the_longest_files_first(tmp_path, monkeypatc
 
     def record(fn, jobs, **kw):
         submitted.extend(job[0].path for job in jobs)
-        return [0.0] * len(jobs)
+        return [(0.0, True)] * len(jobs)
 
     monkeypatch.setattr(ens.workers, "map_jobs", record)
     monkeypatch.setattr("ens.data.file_status", lambda spec, root: "missing")
@@ -387,3 +391,83 @@ def test_parallel_generation_writes_the_bytes_of_a_serial_one(tmp_path):
     serial, parallel = (read_manifest(tmp_path / r / "ci")["files"] for r in ("serial", "parallel"))
     assert {k: v["sha256"] for k, v in serial.items()} == {k: v["sha256"] for k, v in parallel.items()}
     assert len(parallel) == len(specs)
+
+
+# ---- sharded generation -------------------------------------------------------------------------
+@pytest.mark.parametrize("profile", ["default", "paper"])
+@pytest.mark.parametrize("n_shards", [2, 3, 8])
+def test_shard_plan_covers_every_chunk_once_and_balances_the_work(profile, n_shards):
+    specs = datasets(profile)
+    plan = shard_plan(specs, n_shards)
+    assert plan == shard_plan(list(specs), n_shards)  # a pure function of the specs: every shard agrees
+    chunks = {}
+    for units in plan:
+        for spec, part, parts in units:
+            chunks.setdefault(spec, []).extend(part_chunks(spec, part, parts))
+    assert {s: sorted(c) for s, c in chunks.items()} == {s: list(range(n_chunks(s))) for s in specs}
+    unit_cost = lambda s, p, m: generation_cost(s) * len(part_chunks(s, p, m)) / n_chunks(s)
+    loads = [sum(unit_cost(*u) for u in units) for units in plan]
+    share = sum(map(generation_cost, specs)) / n_shards
+    largest = max(unit_cost(*u) for units in plan for u in units)
+    # longest-first list scheduling: no shard exceeds the fair share by more than its largest unit,
+    # and the large files are split (measured: the largest unit is at most one share)
+    assert max(loads) <= share + largest + 1e-9 and largest <= share * (1 + 1e-9)
+
+
+def test_two_concurrent_shards_write_the_single_process_checksums(ci_root, tmp_path):
+    """The whole ci profile as two processes started together on one data root (``--shard 0/2`` and
+    ``1/2``): the files, and the manifest they both update, equal the single-process run's."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "ens", "data", "generate", "--profile", "ci", "--root", str(tmp_path), "--workers", "1"]
+    procs = [subprocess.Popen([*cmd, "--shard", f"{i}/2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
+    assert all("other shard" in out for out, _ in outs)
+    assert shas(tmp_path) == shas(ci_root) and len(shas(ci_root)) == len(datasets("ci"))
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp") or ".part" in p.name and "lock" not in p.name]
+
+
+def test_a_file_split_across_shards_is_assembled_byte_identical_and_parts_resume(tmp_path):
+    spec = dataclasses.replace(dataset_spec("ci", "kolmogorov", "train", "nu=5e-4"), n_samples=8, chunk_size=2)
+    generate_file(spec, tmp_path / "one.h5", progress=False)
+    plan = shard_plan([spec], 3)
+    assert sorted((p, m) for units in plan for _, p, m in units) == [(0, 3), (1, 3), (2, 3)]  # 4 chunks, 3 parts
+    root, folder = tmp_path / "root", tmp_path / "root" / "ci" / "kolmogorov"
+    first = [i for i in range(3) if plan[i][0][1] == 0][0]
+    actions = generate([spec], root=root, shard=(first, 3), progress=False)
+    assert actions[spec] == "partial" and file_status(spec, root) == "missing"
+    part = folder / "train_nu=5e-4.h5.part1of3"
+    assert part.exists() and (folder / (part.name + ".json")).exists()
+    # a part of an interrupted run is kept; a damaged one is never used: it is generated again
+    logs = []
+    generate([spec], root=root, shard=(first, 3), progress=False, log=logs.append)
+    assert any("part 1/3: written by a concurrent or earlier run (checksum matches), kept" in line for line in logs)
+    with h5py.File(part, "r+") as f:
+        f["solutions"][0] = 0.0
+    generate([spec], root=root, shard=(first, 3), progress=False)
+    for i in range(3):
+        if i != first:
+            actions = generate([spec], root=root, shard=(i, 3), progress=False)
+    assert actions[spec] == "generated" and file_status(spec, root) == "ok"
+    assert read_manifest(root / "ci")["files"][spec.path]["sha256"] == sha256sum(tmp_path / "one.h5")
+    assert sorted(p.name for p in folder.iterdir()) == ["train_nu=5e-4.h5"]  # the parts are removed
+
+
+def test_a_bad_shard_is_refused_with_one_line(tmp_path, capsys):
+    from ens.cli import main
+    with pytest.raises(ValueError, match=r"expected shard \(i, n\) with 0 <= i < n"):
+        generate(datasets("ci", "poisson"), root=tmp_path, shard=(2, 2))
+    with pytest.raises(SystemExit) as exc:
+        main(["data", "generate", "--profile", "ci", "--shard", "2/2", "--root", str(tmp_path)])
+    assert exc.value.code == 2 and "expected I/N with 0 <= I < N, e.g. 0/2, got '2/2'" in capsys.readouterr().err
+
+
+def test_generate_under_torchrun_takes_its_shard_from_rank_and_world_size(tmp_path, monkeypatch, capsys):
+    from ens.cli import main
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["data", "generate", "--profile", "ci", "--family", "poisson", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    mine = {s.path for s, _, _ in shard_plan(datasets("ci", "poisson"), 2)[1]}
+    assert "shard 1/2:" in out and set(shas(tmp_path)) == mine and 0 < len(mine) < len(datasets("ci", "poisson"))
