@@ -207,6 +207,15 @@ def _positive_int(text: str) -> int:
 
 
 def _train(args) -> int:
+    from . import distributed
+    ctx = distributed.init_from_env(args.device)  # a group of one unless started by torchrun
+    try:
+        return _train_all(args, ctx)
+    finally:
+        distributed.close()
+
+
+def _train_all(args, ctx) -> int:
     from .train import KINDS, TrainConfig, load_trained, train
     overrides = {k: getattr(args, k) for k in ("epochs", "unroll", "scaling", "seed") if getattr(args, k) is not None}
     families = list(FAMILIES) if args.all else [args.family]
@@ -217,6 +226,8 @@ def _train(args) -> int:
             t0 = time.perf_counter()
             path = train(config, out_dir=args.out, data_root=args.root, device=args.device,
                          resume=not args.no_resume, log=print)
+            if not ctx.main:
+                continue
             ck = load_trained(args.profile, family, kind, args.out)
             inf = ck.inference
             extra = f", alpha={inf['alpha']:g}, T={inf['steps']}" if ck.kind == "ens" else ""

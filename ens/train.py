@@ -48,6 +48,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed
 from .checks import check_choice, check_int, check_number
 from .data import load_dataset
 from .experiments import COMPUTE_RATIO, TRAINING, dataset_spec, in_distribution_setting
@@ -195,15 +196,34 @@ def unrolled_loss(model: NeuralSolver, pde: PDE, c: torch.Tensor, u_true: torch.
     return loss, [float(x.detach()) for x in per_iterate]
 
 
+class _UnrolledLoss(torch.nn.Module):
+    """:func:`unrolled_loss` as a module's forward, the form ``DistributedDataParallel`` wraps."""
+
+    def __init__(self, model: NeuralSolver, pde: PDE, config: "TrainConfig"):
+        super().__init__()
+        self.model, self.pde, self.config = model, pde, config
+
+    def forward(self, c: torch.Tensor, u: torch.Tensor):
+        return unrolled_loss(self.model, self.pde, c, u, self.config.steps, self.config.alpha, self.config.unroll)
+
+
 def _train_step(model: NeuralSolver, opt, sched, config: "TrainConfig", pde: PDE, c: torch.Tensor,
-                u: torch.Tensor) -> tuple[float, list[float]]:
-    """One optimiser step on one batch: the loss value and the per-iterate MSEs."""
-    loss, per_it = unrolled_loss(model, pde, c, u, config.steps, config.alpha, config.unroll)
+                u: torch.Tensor, *, loss_fn=None, weight: float = 1.0,
+                ctx: distributed.Context = distributed.Context()) -> tuple[float, list[float]]:
+    """One optimiser step on one batch: the loss value and the per-iterate MSEs.
+
+    In a group of processes (``ctx``), ``loss_fn`` is the DDP-wrapped :class:`_UnrolledLoss`, this
+    rank's loss counts with ``weight`` (:func:`ens.distributed.split_batch`) and the values
+    returned are the whole batch's."""
+    loss, per_it = (loss_fn or _UnrolledLoss(model, pde, config))(c, u)
     loss_value = float(loss.detach())
+    if ctx.active:
+        share = [weight / ctx.world * x for x in [loss_value, *per_it]]
+        loss_value, *per_it = distributed.all_reduce_sum(share, ctx, c.device)
     if not math.isfinite(loss_value):
         return loss_value, per_it
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    (loss * (weight if ctx.active else 1.0)).backward()
     if config.grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
     opt.step()
@@ -349,9 +369,17 @@ def train(config: TrainConfig, *, out_dir=None, data_root=None, device="cpu", re
 
     ``stop_after_batches`` ends the job after that many optimiser steps of this call, leaving
     only the ``.last.pt`` resume file (used by the tests to simulate an interruption).
+
+    Started by ``torchrun`` (after :func:`ens.distributed.init_from_env`), the processes train
+    one model data-parallel with the global batch ``config.batch_size`` (see
+    :mod:`ens.distributed`); a CUDA ``device`` becomes ``cuda:LOCAL_RANK``. Rank 0 logs, selects
+    alpha/T and writes the checkpoints; every rank returns the same path.
     """
-    log = log or (lambda msg: None)
+    ctx = distributed.current()
     device = torch.device(device)
+    if ctx.active and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+    log = log if (log is not None and ctx.main) else (lambda msg: None)
     out = checkpoint_dir(config.profile, out_dir)
     final_path, last_path = out / f"{config.name}.pt", out / f"{config.name}.last.pt"
     train_spec = dataset_spec(config.profile, config.family, "train", in_distribution_setting(config.family))
@@ -361,6 +389,11 @@ def train(config: TrainConfig, *, out_dir=None, data_root=None, device="cpu", re
     c_va, u_va = load_dataset(val_spec, data_root, generate_missing, log=log).tensors()
     model, pk, ck = _build(config, pde, c_tr, u_tr)
     model.to(device)
+    loss_fn = None
+    if ctx.active:
+        from torch.nn.parallel import DistributedDataParallel
+        loss_fn = DistributedDataParallel(_UnrolledLoss(model, pde, config), broadcast_buffers=False,
+                                          device_ids=[device.index] if device.type == "cuda" else None)
     c_tr, u_tr, c_va, u_va = (x.to(device) for x in (c_tr, u_tr, c_va, u_va))
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     n_batches = math.ceil(len(c_tr) / config.batch_size)
@@ -407,12 +440,14 @@ def train(config: TrainConfig, *, out_dir=None, data_root=None, device="cpu", re
                 "history": state["history"], "inference": {}, **(extra or {})}
 
     def save_last():
+        if not ctx.main:
+            return
         resume_state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
                         "scheduler": sched.state_dict() if sched is not None else None, "state": state}
         save_checkpoint(payload(extra={"resume": resume_state}), last_path)
 
-    steps_this_call, last_save = 0, time.perf_counter()
-    show = progress if progress is not None else True
+    steps_this_call, samples_this_call, last_save = 0, 0, time.perf_counter()
+    show = (progress if progress is not None else True) and ctx.main
     for epoch in range(state["epoch"], config.epochs):
         model.train()
         order = _epoch_order(len(c_tr), config.seed, epoch)
@@ -420,8 +455,9 @@ def train(config: TrainConfig, *, out_dir=None, data_root=None, device="cpu", re
                    disable=not show, leave=False)
         t_epoch = time.perf_counter()
         for b in range(state["batch"], n_batches):
-            idx = order[b * config.batch_size:(b + 1) * config.batch_size]
-            loss_value, per_it = _train_step(model, opt, sched, config, pde, c_tr[idx], u_tr[idx])
+            idx, weight = distributed.split_batch(order[b * config.batch_size:(b + 1) * config.batch_size], ctx)
+            loss_value, per_it = _train_step(model, opt, sched, config, pde, c_tr[idx], u_tr[idx], loss_fn=loss_fn,
+                                             weight=weight, ctx=ctx)
             if not math.isfinite(loss_value):
                 raise FloatingPointError(f"{config.name}: non-finite training loss at epoch {epoch + 1}, batch {b}; "
                                          f"lower lr (now {config.lr:g}) or alpha (now {config.alpha:g})")
@@ -431,6 +467,7 @@ def train(config: TrainConfig, *, out_dir=None, data_root=None, device="cpu", re
             bar.update()
             bar.set_postfix(loss=f"{loss_value:.3g}")
             steps_this_call += 1
+            samples_this_call += len(idx) if weight > 0 else 0
             now = time.perf_counter()
             state["wall_time_s"] += now - t_epoch
             t_epoch = now
@@ -438,20 +475,19 @@ def train(config: TrainConfig, *, out_dir=None, data_root=None, device="cpu", re
                 save_last()
                 bar.close()
                 log(f"{config.name}: stopped after {steps_this_call} batches (resume file {last_path})")
+                distributed.barrier(ctx)
                 return last_path
             if now - last_save > config.save_every_s:
                 save_last()
                 last_save = time.perf_counter()
         bar.close()
         model.eval()
-        with torch.no_grad():
-            ev = evaluate_split(model, pde, c_va, u_va, alpha=config.alpha if config.kind == "ens" else None,
-                                steps=config.steps if config.kind == "ens" else 0)
-        val = float(ev["rel_error"][-1].mean())
+        val_per_iterate = _validate(model, pde, c_va, u_va, config, ctx)
+        val = val_per_iterate[-1]
         state["wall_time_s"] += time.perf_counter() - t_epoch
         record = {"epoch": epoch + 1, "train_loss": state["loss_sum"] / n_batches,
                   "train_mse_per_iterate": [s / n_batches for s in state["sums"]],
-                  "val_rel_l2": val, "val_rel_l2_per_iterate": ev["rel_error"].mean(1).tolist(),
+                  "val_rel_l2": val, "val_rel_l2_per_iterate": val_per_iterate,
                   "lr": opt.param_groups[0]["lr"], "wall_time_s": state["wall_time_s"]}
         state["history"].append(record)
         if val < state["best_val"]:
@@ -462,6 +498,9 @@ def train(config: TrainConfig, *, out_dir=None, data_root=None, device="cpu", re
         save_last()
         last_save = time.perf_counter()
 
+    # the samples each process trained on in this call (the data-parallel split, measured)
+    per_process = distributed.all_reduce_sum([samples_this_call if r == ctx.rank else 0 for r in range(ctx.world)],
+                                             ctx, device)
     if state["best"] is None:
         raise FloatingPointError(
             f"{config.name}: the validation error was not finite after any epoch (the unrolled corrector "
@@ -469,6 +508,9 @@ def train(config: TrainConfig, *, out_dir=None, data_root=None, device="cpu", re
             f"delete {last_path} or pass resume=False (--no-resume)")
     model.load_state_dict(state["best"])
     model.eval()
+    if not ctx.main:  # rank 0 selects alpha/T and writes the checkpoint
+        distributed.barrier(ctx)
+        return final_path
     t0 = time.perf_counter()
     if config.kind == "ens":
         n = min(config.n_select, len(c_va))
@@ -484,12 +526,29 @@ def train(config: TrainConfig, *, out_dir=None, data_root=None, device="cpu", re
     final["training"] = {"wall_time_s": state["wall_time_s"], "epochs": config.epochs,
                          "optimizer_steps": config.epochs * n_batches, "n_train": len(c_tr),
                          "device": device.type, "torch_version": str(torch.__version__),
-                         "threads": torch.get_num_threads()}
+                         "threads": torch.get_num_threads(), "processes": ctx.world,
+                         "samples_per_process_last_call": [int(n) for n in per_process]}
     save_checkpoint(final, final_path)
     record_checkpoint(final_path)
     last_path.unlink(missing_ok=True)
     log(f"{config.name}: wrote {final_path} ({final_path.stat().st_size / 2 ** 20:.1f} MiB)")
+    distributed.barrier(ctx)
     return final_path
+
+
+def _validate(model: NeuralSolver, pde: PDE, c: torch.Tensor, u: torch.Tensor, config: TrainConfig,
+              ctx: distributed.Context) -> list[float]:
+    """Mean relative L2 error per iterate on the validation split (ENS: ``t = 0 .. steps``;
+    surrogate: ``u_0``); in a group each rank evaluates a contiguous piece and the sums are reduced."""
+    kw = {"alpha": config.alpha, "steps": config.steps} if config.kind == "ens" else {"alpha": None, "steps": 0}
+    model.eval()
+    with torch.no_grad():
+        if not ctx.active:
+            return evaluate_split(model, pde, c, u, **kw)["rel_error"].mean(1).tolist()
+        piece = torch.tensor_split(torch.arange(len(c)), ctx.world)[ctx.rank]
+        sums = (evaluate_split(model, pde, c[piece], u[piece], **kw)["rel_error"].sum(1).tolist() if len(piece)
+                else [0.0] * (kw["steps"] + 1))
+    return [s / len(c) for s in distributed.all_reduce_sum(sums, ctx, c.device)]
 
 
 
