@@ -21,7 +21,7 @@ NB_PARAMS := $(if $(filter-out default,$(PROFILE)),-p profile $(PROFILE)) \
 # needs its inline backend to put figures into the notebook; ens.notebook.setup switches to it.
 export PYTHONHASHSEED := 0
 
-.PHONY: setup test reproduce publish references data sync lab whatif bench bench-whatif clean help
+.PHONY: setup test reproduce publish references data sync lab whatif bench bench-whatif gpu-check clean help
 
 help:
 	@echo "make setup      create $(VENV) (CPU torch, the package, the notebook/test stack, kernel python3)"
@@ -35,6 +35,8 @@ help:
 	@echo "make sync       sync the jupytext pairs (notebooks/*.py <-> *.ipynb)"
 	@echo "make lab        start JupyterLab"
 	@echo "make bench      the kernels against references timed in the same run (ens bench): results/bench/"
+	@echo "make gpu-check  on a CUDA machine: CUDA tests, CPU/GPU agreement, paper-profile step timing and memory, DDP smoke"
+	@echo "                (GPU_PYTHON=python3 uses that interpreter's CUDA torch instead of $(VENV)); fails without CUDA"
 	@echo "make whatif     serve notebook 05 (the what-if explorer) as a web app with Voila on port $(WHATIF_PORT)"
 
 setup: $(STAMP)
@@ -101,6 +103,14 @@ whatif: setup
 bench: setup
 	$(VPY) -m pip install --quiet -r requirements-bench.txt
 	$(VPY) -m ens bench
+
+# every check a GPU machine must pass before the paper profile runs there (ens.gpu_check); exits 1
+# without CUDA. GPU_PYTHON: an interpreter whose torch is a CUDA build and that has the package's
+# requirements (e.g. a GPU image's python3); default: the project's environment ($(VENV)), which
+# on a GPU machine is set up with `make setup TORCH_SPEC=torch`
+GPU_PYTHON ?=
+gpu-check: $(if $(GPU_PYTHON),,setup)
+	PYTHONPATH="$(CURDIR)" $(or $(GPU_PYTHON),$(VPY)) -m ens.gpu_check
 
 # the what-if panel's measured redraw times per family and kind of change (PROFILE, default: default)
 bench-whatif: setup
