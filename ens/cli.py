@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--unroll", choices=UNROLLS, help="override the unroll variant (default: full)")
     tr.add_argument("--scaling", choices=SCALINGS, help="override the residual scaling (default: constant)")
     tr.add_argument("--seed", type=_seed, help="override the seed, 1 to 2**63 - 1 (default: 33)")
+    tr.add_argument("--compile", action="store_true", help="run the training loss through torch.compile (GPUs, long runs)")
+    tr.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                    help="bfloat16 autocast of the network passes in training (default: the profile's; paper: on)")
 
     ev = commands.add_parser("evaluate", parents=[common], help="every method on the test settings of a profile (tidy CSV tables)",
                              description="Run the reference solver, surrogate, ENS, GD, Gauss-Newton, Newton and "
@@ -217,7 +220,7 @@ def _train(args) -> int:
 
 def _train_all(args, ctx) -> int:
     from .train import KINDS, TrainConfig, load_trained, train
-    overrides = {k: getattr(args, k) for k in ("epochs", "unroll", "scaling", "seed") if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in ("epochs", "unroll", "scaling", "seed", "amp") if getattr(args, k) is not None}
     families = list(FAMILIES) if args.all else [args.family]
     kinds = list(KINDS) if args.kind == "all" else [args.kind]
     for family in families:
@@ -225,7 +228,7 @@ def _train_all(args, ctx) -> int:
             config = TrainConfig.for_profile(args.profile, family, kind, **overrides)
             t0 = time.perf_counter()
             path = train(config, out_dir=args.out, data_root=args.root, device=args.device,
-                         resume=not args.no_resume, log=print)
+                         resume=not args.no_resume, log=print, compile=args.compile)
             if not ctx.main:
                 continue
             ck = load_trained(args.profile, family, kind, args.out)

@@ -483,7 +483,7 @@ TRAINING: dict[str, dict[str, dict]] = {
     "default": {"all": {"backbone_kwargs": {"width": 16, "modes": 12, "layers": 4}, "epochs": 8,
                         "batch_size": 8, "max_steps": 100, "n_select": 64}},
     "paper": {"all": {"backbone_kwargs": {"width": 64, "modes": 20, "layers": 4}, "epochs": 100,
-                      "batch_size": 32, "lr": 5e-4, "max_steps": 200, "n_select": 200}},
+                      "batch_size": 32, "lr": 5e-4, "max_steps": 200, "n_select": 200, "amp": True}},
 }
 
 

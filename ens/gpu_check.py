@@ -12,8 +12,10 @@
    error for the methods (float32 networks and reductions in another order; to be confirmed on
    the first GPU run).
 3. ``train``: per family, optimiser steps of the ``paper`` ENS network and batch on synthetic
-   inputs of the paper's grid: milliseconds per step, peak GPU memory, and the full ENS training
-   time it implies (paper epochs x batches per epoch); nothing is written.
+   inputs of the paper's grid: milliseconds per step (with the profile's bfloat16 autocast of the
+   networks), peak GPU memory, and the full ENS training time it implies (paper epochs x batches
+   per epoch); first the autocast loss against the float32 one on the same weights and batch
+   (limit 3 %: 2e-4 -- 3e-3 measured on the CPU at the ci profile); nothing is written.
 4. ``ddp``: with two or more GPUs visible, ``torchrun --nproc-per-node 2`` trains the ``ci``
    Poisson ENS for one epoch with NCCL and must write exactly one checkpoint.
 
@@ -39,7 +41,7 @@ __all__ = ["main", "require_cuda"]
 
 #: test modules whose tests take the ``device`` fixture (cpu and cuda)
 CUDA_TEST_MODULES = ("test_pdes.py", "test_models.py", "test_baselines.py", "test_darcy.py", "test_navier_stokes.py")
-LIMITS = {"elliptic": 1e-9, "flow": 1e-6, "method": 0.05}
+LIMITS = {"elliptic": 1e-9, "flow": 1e-6, "method": 0.05, "amp": 0.03}
 
 
 def require_cuda() -> None:
@@ -108,15 +110,16 @@ def _agreement(rows: list, data_root, device="cuda", families=None) -> None:
                  f"rel L2 cpu {e_cpu:.3g}, gpu {e_gpu:.3g}")
 
 
-def _train_steps(rows: list, steps: int = 10, device="cuda", profile: str = "paper", families=None) -> None:
+def _train_steps(rows: list, steps: int = 10, device="cuda", profile: str = "paper", families=None,
+                 amp: bool | None = None) -> None:
     from .experiments import dataset_spec, in_distribution_setting, sizes
     from .pdes import FAMILIES
-    from .train import TrainConfig, _build, _train_step, _UnrolledLoss
+    from .train import TrainConfig, _build, _train_step, _UnrolledLoss, unrolled_loss
     dev = torch.device(device)
     cuda = dev.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     for family in families or FAMILIES:
-        config = TrainConfig.for_profile(profile, family, "ens")
+        config = TrainConfig.for_profile(profile, family, "ens", **({} if amp is None else {"amp": amp}))
         size = sizes(profile, family)
         pde = dataset_spec(profile, family, "train", in_distribution_setting(family)).pde()
         gen = torch.Generator().manual_seed(0)
@@ -124,6 +127,13 @@ def _train_steps(rows: list, steps: int = 10, device="cuda", profile: str = "pap
         u = torch.randn(config.batch_size, pde.out_channels, size.resolution, size.resolution, generator=gen)
         model = _build(config, pde, c, u)[0].to(dev).train()
         c, u = c.to(dev), u.to(dev)
+        if config.amp:  # bfloat16 autocast of the networks against float32, same weights and batch
+            with torch.no_grad():
+                l32, l16 = (float(unrolled_loss(model, pde, c, u, config.steps, config.alpha, config.unroll, amp)[0])
+                            for amp in (False, True))
+            d = abs(l16 - l32) / abs(l32)
+            _row(rows, "train", f"{family} {profile} bf16-autocast loss vs f32", d, "rel diff", LIMITS["amp"],
+                 d <= LIMITS["amp"], f"loss f32 {l32:.4g}, bf16 {l16:.4g}")
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         loss_fn = _UnrolledLoss(model, pde, config)
         for _ in range(2):  # warm-up: cuFFT plans, the allocator

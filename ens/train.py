@@ -86,7 +86,10 @@ class TrainConfig:
 
     ``backbone_kwargs`` are the backbone's constructor arguments besides the channel counts;
     ``alphas`` and ``max_steps`` span the validation grid of :func:`select_inference`;
-    ``n_select`` validation samples are used for it (the first ones of the split).
+    ``n_select`` validation samples are used for it (the first ones of the split). ``amp``
+    runs the network passes of the training loss under bfloat16 autocast (the ``paper``
+    profile's choice for GPUs); residuals, the loss, the optimiser, validation and inference
+    stay float32.
     """
 
     profile: str
@@ -111,6 +114,7 @@ class TrainConfig:
     max_steps: int = 50
     n_select: int = 64
     save_every_s: float = 60.0
+    amp: bool = False
 
     def __post_init__(self):
         check_choice("family", self.family, FAMILIES)
@@ -149,6 +153,8 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         d["backbone_kwargs"] = dict(self.backbone_kwargs)
         d["alphas"] = list(self.alphas)
+        if not self.amp:  # a float32 run is described as before the option existed (shipped checkpoints)
+            del d["amp"]
         return d
 
     @property
@@ -176,13 +182,23 @@ def load_trained(profile: str, family: str, kind: str, root=None) -> Checkpoint:
 
 # ---- the unrolled loss -------------------------------------------------------------------------
 def unrolled_loss(model: NeuralSolver, pde: PDE, c: torch.Tensor, u_true: torch.Tensor, steps: int,
-                  alpha: float, unroll: str = "full") -> tuple[torch.Tensor, list[float]]:
+                  alpha: float, unroll: str = "full", amp: bool = False) -> tuple[torch.Tensor, list[float]]:
     """Training loss of one batch and the per-iterate MSEs (state units).
 
     Surrogate: ``MSE(u_0, u*)``; ENS: the mean over ``t = 1 .. steps`` (see the module docstring).
+    ``amp``: the predictor's and corrector's passes run under bfloat16 autocast and their outputs
+    are cast back to float32 before they enter the iterate, so the residuals the corrector sees
+    and the loss are float32.
     """
+    def net(fn, *args):
+        if not amp:
+            return fn(*args)
+        with torch.autocast(c.device.type, dtype=torch.bfloat16):
+            out = fn(*args)
+        return out.float()
+
     scale2 = model.normalization.state_scale ** 2
-    u = model.predict(pde, c)
+    u = net(model.predict, pde, c)
     per_iterate = [torch.mean((u - u_true) ** 2) / scale2]
     if not model.is_ens:
         return per_iterate[0], [float(per_iterate[0].detach())]
@@ -190,7 +206,7 @@ def unrolled_loss(model: NeuralSolver, pde: PDE, c: torch.Tensor, u_true: torch.
         with torch.no_grad():
             r = pde.residual(u.detach(), c, check=False)
         base = u.detach() if (unroll == "truncated" and t > 0) else u
-        u = base + alpha * model.correction(pde, c, u.detach(), r)
+        u = base + alpha * net(model.correction, pde, c, u.detach(), r)
         per_iterate.append(torch.mean((u - u_true) ** 2) / scale2)
     loss = torch.stack(per_iterate[1:]).mean()
     return loss, [float(x.detach()) for x in per_iterate]
@@ -204,7 +220,8 @@ class _UnrolledLoss(torch.nn.Module):
         self.model, self.pde, self.config = model, pde, config
 
     def forward(self, c: torch.Tensor, u: torch.Tensor):
-        return unrolled_loss(self.model, self.pde, c, u, self.config.steps, self.config.alpha, self.config.unroll)
+        return unrolled_loss(self.model, self.pde, c, u, self.config.steps, self.config.alpha, self.config.unroll,
+                             self.config.amp)
 
 
 def _train_step(model: NeuralSolver, opt, sched, config: "TrainConfig", pde: PDE, c: torch.Tensor,
@@ -215,7 +232,7 @@ def _train_step(model: NeuralSolver, opt, sched, config: "TrainConfig", pde: PDE
     In a group of processes (``ctx``), ``loss_fn`` is the DDP-wrapped :class:`_UnrolledLoss`, this
     rank's loss counts with ``weight`` (:func:`ens.distributed.split_batch`) and the values
     returned are the whole batch's."""
-    loss, per_it = (loss_fn or _UnrolledLoss(model, pde, config))(c, u)
+    loss, per_it = (loss_fn if loss_fn is not None else _UnrolledLoss(model, pde, config))(c, u)
     loss_value = float(loss.detach())
     if ctx.active:
         share = [weight / ctx.world * x for x in [loss_value, *per_it]]
@@ -358,17 +375,26 @@ def _build(config: TrainConfig, pde: PDE, c: torch.Tensor, u: torch.Tensor):
     return model, pk, (ck if config.kind == "ens" else None)
 
 
+#: the batches of a call timed for the estimate of its remaining training time (after as many to warm up)
+ESTIMATE_AFTER = 3
+
+
 def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
 
 
 def train(config: TrainConfig, *, out_dir=None, data_root=None, device="cpu", resume: bool = True,
           generate_missing: bool = True, progress: bool | None = None,
-          log: Callable[[str], None] | None = None, stop_after_batches: int | None = None) -> Path:
+          log: Callable[[str], None] | None = None, stop_after_batches: int | None = None,
+          compile: bool = False) -> Path:
     """Train one model and write ``<out_dir>/<family>_<kind>.pt``; returns its path.
 
     ``stop_after_batches`` ends the job after that many optimiser steps of this call, leaving
     only the ``.last.pt`` resume file (used by the tests to simulate an interruption).
+    ``compile`` runs the training loss through ``torch.compile`` (the same updates up to
+    floating-point reassociation; it pays off on GPUs for long runs, after a compile of seconds
+    to minutes). After the first batches of a call the log gives the measured seconds per batch
+    and the time the run's remaining batches will take at that rate.
 
     Started by ``torchrun`` (after :func:`ens.distributed.init_from_env`), the processes train
     one model data-parallel with the global batch ``config.batch_size`` (see
@@ -394,6 +420,8 @@ def train(config: TrainConfig, *, out_dir=None, data_root=None, device="cpu", re
         from torch.nn.parallel import DistributedDataParallel
         loss_fn = DistributedDataParallel(_UnrolledLoss(model, pde, config), broadcast_buffers=False,
                                           device_ids=[device.index] if device.type == "cuda" else None)
+    if compile:
+        loss_fn = torch.compile(loss_fn if loss_fn is not None else _UnrolledLoss(model, pde, config))
     c_tr, u_tr, c_va, u_va = (x.to(device) for x in (c_tr, u_tr, c_va, u_va))
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     n_batches = math.ceil(len(c_tr) / config.batch_size)
@@ -467,6 +495,14 @@ def train(config: TrainConfig, *, out_dir=None, data_root=None, device="cpu", re
             bar.update()
             bar.set_postfix(loss=f"{loss_value:.3g}")
             steps_this_call += 1
+            if steps_this_call == ESTIMATE_AFTER + 1:  # the first batches warm up (allocator, compile, cuFFT plans)
+                t_rate = time.perf_counter()
+            elif steps_this_call == 2 * ESTIMATE_AFTER + 1:
+                rate = (time.perf_counter() - t_rate) / ESTIMATE_AFTER
+                left = (config.epochs - epoch) * n_batches - (b + 1)
+                log(f"{config.name}: {rate:.3g} s per batch of {config.batch_size} ({ctx.world} process(es), "
+                    f"{device.type}); the remaining {left} batches take about {rate * left / 60:.1f} min "
+                    f"(+ validation each epoch)")
             samples_this_call += len(idx) if weight > 0 else 0
             now = time.perf_counter()
             state["wall_time_s"] += now - t_epoch

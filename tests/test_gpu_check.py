@@ -37,5 +37,9 @@ def test_the_agreement_and_training_stages_run_and_report_rows(ci_root):
     assert all(r["ok"] and r["figure"] == 0 for r in rows)  # the CPU against itself: no difference
     rows = []
     gpu_check._train_steps(rows, steps=1, device="cpu", profile="ci", families=["poisson"])
-    (row,) = rows
+    (row,) = rows  # ci trains in float32: no autocast row
     assert row["ok"] and row["figure"] > 0 and math.isfinite(row["figure"]) and "epochs of" in row["note"]
+    rows = []
+    gpu_check._train_steps(rows, steps=1, device="cpu", profile="ci", families=["poisson"], amp=True)
+    assert [r["case"] for r in rows] == ["poisson ci bf16-autocast loss vs f32", "poisson ci ENS step (B=8, S=32)"]
+    assert rows[0]["ok"] and 0 < rows[0]["figure"] <= gpu_check.LIMITS["amp"]
