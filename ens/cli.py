@@ -247,9 +247,13 @@ def _selected(args) -> list:
 def _generate(args) -> int:
     from .data import generate
     t0 = time.perf_counter()
+    launched = args.shard is None and _launcher_shard() is not None
     shard = args.shard or _launcher_shard()
+    # torchrun's processes on one node share its cores
+    workers = (args.workers or max(1, default_workers() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+               if launched else _workers(args))
     actions = generate(_selected(args), root=args.root, repair=args.repair, device=args.device,
-                       workers=_workers(args), shard=shard, log=print)
+                       workers=workers, shard=shard, log=print)
     refused = [spec.path for spec, action in actions.items() if action == "refused"]
     waiting = sum(action == "partial" for action in actions.values())
     if waiting:
