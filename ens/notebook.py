@@ -39,7 +39,7 @@ from .experiments import PROFILES
 from .paths import checkout
 from .workers import default_workers, tune_allocator
 
-__all__ = ["Notebook", "setup", "check_parameters", "provenance", "sig2", "sig3", "PUBLISHED_PATHS"]
+__all__ = ["Notebook", "setup", "check_parameters", "provenance", "sig2", "sig3", "machine_stable", "PUBLISHED_PATHS"]
 
 #: files that ``make publish`` rewrites after an execution; changes to them do not make the
 #: recorded commit "dirty" (they are the outputs, not the code that computed them)
@@ -61,6 +61,15 @@ def sig2(x) -> str:
 #: (Newton's nonlinear Helmholtz residual at the ``ci`` profile: 5.3e-06 with AVX2 kernels, 5.7e-06
 #: with AVX-512; the float64 reference solver's 2.6e-14 against 2.7e-14)
 ROUNDOFF_RESIDUAL = 1e-5
+
+
+def machine_stable(table, column: str = "family"):
+    """``(stable, chaotic)``: the rows of ``table`` whose family (``column``) generates the same data
+    on every machine, for a checked table, and the rows of chaotic families
+    (:attr:`ens.pdes.PDE.chaotic`), whose digits depend on the CPU and are shown unchecked."""
+    from .pdes import FAMILIES
+    chaotic = table[column].map(lambda f: FAMILIES[f][0].chaotic).astype(bool)
+    return table[~chaotic], table[chaotic]
 
 
 def residual2(x) -> str:

@@ -64,7 +64,7 @@ from ens.evaluate import (
     tto_selection,
 )
 from ens.experiments import EVALUATION, ILL_CONDITIONED, dataset_spec
-from ens.notebook import residual2, sig2, sig3
+from ens.notebook import machine_stable, residual2, sig2, sig3
 
 nb = notebook.setup("03", profile, results_dir, families=families, workers=workers)
 families, workers = require_shipped(profile, nb.params["families"]), nb.params["workers"]
@@ -92,13 +92,22 @@ plots.plot_error_vs_residual(trajectories, path=nb.figure("error_vs_residual"));
 # `ens_advantage` is the best other learned-or-hybrid method's error divided by ENS's ($> 1$: ENS
 # is the most accurate of them; the compute-matched surrogate is one of them). Timings are in the next table (they vary between machines, so the
 # checked table leaves them out). A relative residual below $10^{-5}$ is float32 round-off and
-# prints as `<1e-05` (its digits change with the CPU's vector instructions).
+# prints as `<1e-05` (its digits change with the CPU's vector instructions). The Kolmogorov rows
+# come in a table of their own: the chaotic flow's test data themselves differ between CPUs at the
+# $10^{-2}$ level (the FFT library's rounding, amplified along the trajectories), so the checked
+# table holds the other families.
 
 # %%
 # NBVAL_CHECK_OUTPUT
 table = summary.assign(setting=summary.family + " / " + summary.setting.astype(str))
-print(table[["setting", "method", "rel_l2", "rel_residual", "iterations", "ens_advantage"]].to_string(
-    index=False, formatters={"rel_l2": sig2, "rel_residual": residual2, "ens_advantage": sig2}))
+columns = ["setting", "method", "rel_l2", "rel_residual", "iterations", "ens_advantage"]
+formats = {"rel_l2": sig2, "rel_residual": residual2, "ens_advantage": sig2}
+stable, chaotic = machine_stable(table[["family", *columns]])
+print(stable[columns].to_string(index=False, formatters=formats))
+
+# %%
+# the chaotic Kolmogorov flow's data carry the CPU's FFT rounding (1e-2 level): shown, not checked
+print(chaotic[columns].to_string(index=False, formatters=formats))
 
 # %%
 times = table.pivot_table(index="setting", columns="method", values="ms_per_sample", sort=False)

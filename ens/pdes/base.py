@@ -105,6 +105,11 @@ class PDE:
     #: seconds to generate one sample (input and reference solution) at S = 64 on one core,
     #: measured (the README's generation table); only orders generation jobs, longest first
     generation_cost: float = 1e-3
+    #: whether the generated data depend on the machine's floating-point rounding: trajectories of a
+    #: chaotic flow separate exponentially, so the FFT library's rounding (MKL picks its kernels by
+    #: CPU) grows into differences at the 1e-2 level; such a family's numbers are not compared
+    #: digit for digit across machines (:func:`ens.notebook.machine_stable`)
+    chaotic: ClassVar[bool] = False
     #: whether the residual is affine in ``u`` (then one Newton step is a linear solve)
     linear: bool = False
     #: whether the family has ``newton_iterates`` (an assembled Jacobian for :func:`ens.solvers.newton`)

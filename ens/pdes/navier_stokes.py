@@ -375,6 +375,9 @@ class Kolmogorov(NavierStokes):
 
     name = "kolmogorov"
     generation_cost = 0.69  # the chains' warm-up on the attractor
+    # measured 2026-12-04: the ci test set generated on an Intel Xeon and on an AMD EPYC (torch
+    # 2.13.0+cpu, same seeds) gives the reference's relative residual 3.7e-4 against 4.1e-4
+    chaotic = True
 
     def __post_init__(self):
         super().__post_init__()
