@@ -16,7 +16,9 @@
    networks), peak GPU memory, and the full ENS training time it implies (paper epochs x batches
    per epoch); first the autocast loss against the float32 one on the same weights and batch
    (limit 3 %: 2e-4 -- 3e-3 measured on the CPU at the ci profile); nothing is written.
-4. ``ddp``: with two or more GPUs visible, ``torchrun --nproc-per-node 2`` trains the ``ci``
+4. ``memory``: peak GPU memory and ms per step of the ``paper`` Helmholtz ENS step at batch
+   8 -- 128, the basis for choosing a batch per GPU.
+5. ``ddp``: with two or more GPUs visible, ``torchrun --nproc-per-node 2`` trains the ``ci``
    Poisson ENS for one epoch with NCCL and must write exactly one checkpoint.
 
 Exits 0 when every row is within its limit, 1 otherwise, and 1 at once, with one line saying
@@ -156,6 +158,43 @@ def _train_steps(rows: list, steps: int = 10, device="cuda", profile: str = "pap
             torch.cuda.empty_cache()
 
 
+def _memory_per_batch(rows: list, batches=(8, 16, 32, 64, 128), steps: int = 3, device="cuda", profile: str = "paper",
+                      family: str = "helmholtz") -> None:
+    """Peak GPU memory and ms per step of the ``profile`` ENS training step of ``family`` per batch size
+    (the batch a GPU holds; the paper's is 32)."""
+    from .experiments import dataset_spec, in_distribution_setting, sizes
+    from .train import TrainConfig, _build, _train_step, _UnrolledLoss
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    size = sizes(profile, family)
+    pde = dataset_spec(profile, family, "train", in_distribution_setting(family)).pde()
+    for bs in batches:
+        config = TrainConfig.for_profile(profile, family, "ens", batch_size=bs)
+        gen = torch.Generator().manual_seed(0)
+        c = pde.sample_inputs(bs, size.resolution, gen).float()
+        u = torch.randn(bs, pde.out_channels, size.resolution, size.resolution, generator=gen)
+        model = _build(config, pde, c, u)[0].to(dev).train()
+        c, u = c.to(dev), u.to(dev)
+        opt = torch.optim.AdamW(model.parameters(), lr=config.lr)
+        loss_fn = _UnrolledLoss(model, pde, config)
+        _train_step(model, opt, None, config, pde, c, u, loss_fn=loss_fn)  # warm-up
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            _train_step(model, opt, None, config, pde, c, u, loss_fn=loss_fn)
+        if cuda:
+            torch.cuda.synchronize()
+        ms = (time.perf_counter() - t0) / steps * 1e3
+        peak = torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else math.nan
+        _row(rows, "memory", f"{family} {profile} ENS step, batch {bs}", peak, "GiB peak", None, math.isfinite(ms),
+             f"{ms:.1f} ms/step, {ms / bs:.2f} ms/sample")
+        del model, opt, loss_fn
+        if cuda:
+            torch.cuda.empty_cache()
+
+
 def _ddp(rows: list, data_root) -> None:
     n = torch.cuda.device_count()
     if n < 2:
@@ -191,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
           f"CUDA {torch.version.cuda}", flush=True)
     rows, t0 = [], time.perf_counter()
     for name, step in (("tests", lambda: _tests(rows)), ("agreement", lambda: _agreement(rows, args.root)),
-                       ("train", lambda: _train_steps(rows)), ("ddp", lambda: _ddp(rows, args.root))):
+                       ("train", lambda: _train_steps(rows)), ("memory", lambda: _memory_per_batch(rows)),
+                       ("ddp", lambda: _ddp(rows, args.root))):
         print(f"== {name}", flush=True)
         try:
             step()

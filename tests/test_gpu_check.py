@@ -43,3 +43,7 @@ def test_the_agreement_and_training_stages_run_and_report_rows(ci_root):
     gpu_check._train_steps(rows, steps=1, device="cpu", profile="ci", families=["poisson"], amp=True)
     assert [r["case"] for r in rows] == ["poisson ci bf16-autocast loss vs f32", "poisson ci ENS step (B=8, S=32)"]
     assert rows[0]["ok"] and 0 < rows[0]["figure"] <= gpu_check.LIMITS["amp"]
+    rows = []
+    gpu_check._memory_per_batch(rows, batches=(2, 4), steps=1, device="cpu", profile="ci", family="poisson")
+    assert [r["case"] for r in rows] == ["poisson ci ENS step, batch 2", "poisson ci ENS step, batch 4"]
+    assert all(r["ok"] and "ms/sample" in r["note"] for r in rows)  # no GPU memory to read on the CPU: NaN
