@@ -17,8 +17,10 @@ every block over 32 MB is ``mmap``-ed and unmapped again, so each large tensor c
 faults. Measured on the 2-core project VM (Navier--Stokes residual, 16 x 10 x 128 x 128 float32,
 2 threads, one process, one run each): residual 85 -> 37 ms, VJP 159 -> 52 ms, JVP 230 -> 81 ms;
 for the small tensors at ``S = 64`` no difference beyond 4 % (a Darcy evaluation). The notebooks,
-the CLI, the worker processes and the tests call it; the results do not change (same arithmetic,
-same alignment), only the page faults go.
+the CLI, the worker processes and the tests call it. The arithmetic is the same; on the project's
+AMD EPYC the results are bit-identical, while on a CI machine with another CPU they differed in the
+last bits, a kernel there (MKL's FFT, most likely) choosing its code by the buffers' addresses
+(``tests/test_workers.py`` holds the two to float32 round-off).
 """
 
 from __future__ import annotations
