@@ -242,7 +242,7 @@ def _darcy_generation(size: dict, device) -> list[dict]:
     pde, n, S = get_pde("darcy"), size["darcy_n"], size["gen_S"]
     c = pde.sample_inputs(n, S, torch.Generator().manual_seed(0))
     cn = c.numpy()
-    t = {"repeats": max(1, size["repeats"] // 3), "warmup": 1}
+    t = {"repeats": size["repeats"], "warmup": 1}
 
     def spsolve():
         for a, f in cn:

@@ -4,9 +4,11 @@ conservation, determinism, input validation and device agreement."""
 import math
 
 import pytest
+import scipy.sparse.linalg as spla
 import torch
 import torch.nn.functional as F
 
+import ens.pdes.darcy as darcy_module
 from ens.pdes import Darcy, get_pde
 from ens.pdes.darcy import fv_matrix
 from ens.pdes.stencil import dirichlet_eigenvalues
@@ -46,6 +48,32 @@ def test_solve_zeroes_residual(S, forcing):
     rel = pde.residual(u, c).norm() / c[:, 1, 1:-1, 1:-1].norm()
     # backward-stable sparse LU: ~1e-13 measured at S = 64 (cond ~ 1e4); 1e-10 leaves margin
     assert rel < 1e-10
+
+
+@pytest.mark.parametrize("a_high", [12.0, 300.0])
+def test_cg_solve_matches_sparse_lu_and_falls_back_to_it(a_high, monkeypatch):
+    """The preconditioned CG of ``solve`` gives the sparse LU solution at the paper's contrast 4
+    and at 100; a zero forcing gives zero (not 0/0); with an iteration cap of 3 every sample is
+    left unconverged and solved by LU instead."""
+    pde = Darcy(a_high=a_high, forcing="grf")
+    c = pde.sample_inputs(3, 48, _gen(15))
+    c[1, 1] = 0.0
+    lu = torch.stack([torch.from_numpy(spla.spsolve(fv_matrix(a.numpy()).tocsc(), f[1:-1, 1:-1].reshape(-1).numpy()))
+                      for a, f in c]).reshape(3, 46, 46)
+    # ||f - A u|| <= 1e-12 ||f|| bounds the error by cond(L^-1 A) ~ 1e-12 a_high / a_low in the
+    # energy norm: measured 1e-14 (contrast 4) and 6e-14 (100) of max |u|; 1e-11 leaves margin
+    # and still fails a solve stopped at 1e-8
+    tol = 1e-11 * lu.abs().max().item()
+    before = c.clone()
+    u = pde.solve(c)
+    assert torch.equal(c, before)
+    assert (u[1] == 0).all()
+    torch.testing.assert_close(u[:, 0, 1:-1, 1:-1], lu, rtol=0, atol=tol)
+    monkeypatch.setattr(darcy_module, "SOLVE_MAXITER", 3)
+    capped, ok = darcy_module._laplace_pcg(c[:, :1], c[:, 1:2])
+    assert ok.tolist() == [False, True, False]  # the zero forcing is solved at once
+    assert (capped[[0, 2], 0, 1:-1, 1:-1] - lu[[0, 2]]).abs().max() > 1e3 * tol  # 3 iterations are far off
+    torch.testing.assert_close(pde.solve(c)[:, 0, 1:-1, 1:-1], lu, rtol=0, atol=tol)
 
 
 def test_second_order_convergence():

@@ -20,12 +20,14 @@ import torch
 from helpers import shas
 
 from ens.data import (
+    GENERATOR_VERSION,
     CorruptDataError,
     PDEDataset,
     file_status,
     generate,
     generate_file,
     generation_cost,
+    load_dataset,
     n_chunks,
     part_chunks,
     read_manifest,
@@ -168,7 +170,7 @@ def test_ci_profile_end_to_end(ci_root):
             assert json.loads(f.attrs["params"]) == pde.params  # every PDE parameter, shifts included
             assert json.loads(f.attrs["spec"]) == spec.to_dict()
             assert f.attrs["seed"] == spec.seed and f.attrs["resolution"] == S
-            assert f.attrs["generator_version"] == 1
+            assert f.attrs["generator_version"] == GENERATOR_VERSION
             assert np.isfinite(f["solutions"][:]).all() and np.abs(f["solutions"][:]).max() > 0
             # every sample is a new draw (chunks have their own random streams)
             assert len(np.unique(f["inputs"][:].reshape(spec.n_samples, -1), axis=0)) == spec.n_samples
@@ -245,6 +247,22 @@ def test_rerun_keeps_valid_files_and_regenerates_unrecorded_and_stale_ones(ci_ro
     actions = generate(specs, root=tmp_path, progress=False)
     assert [actions[s] for s in specs] == ["regenerated"] * 3 + ["kept"] * (len(specs) - 3)
     assert all(shas(tmp_path)[s.path] == shas(ci_root)[s.path] for s in specs)
+
+
+def test_loading_with_generate_missing_regenerates_a_stale_file_but_refuses_a_corrupt_one(ci_root, tmp_path):
+    shutil.copytree(Path(ci_root) / "ci" / "darcy", tmp_path / "ci" / "darcy")
+    shutil.copy(Path(ci_root) / "ci" / "manifest.json", tmp_path / "ci")
+    stale, corrupt = ci_specs("darcy")[:2]
+    manifest = read_manifest(tmp_path / "ci")
+    manifest["files"][stale.path]["generator_version"] = GENERATOR_VERSION - 1  # made before an upgrade
+    manifest["files"][corrupt.path]["sha256"] = "0" * 64
+    (tmp_path / "ci" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CorruptDataError, match="stale"):
+        load_dataset(stale, tmp_path)
+    assert load_dataset(stale, tmp_path, generate_missing=True).n_samples == stale.n_samples
+    assert file_status(stale, tmp_path) == "ok" and shas(tmp_path)[stale.path] == shas(ci_root)[stale.path]
+    with pytest.raises(CorruptDataError, match="corrupt"):
+        load_dataset(corrupt, tmp_path, generate_missing=True)
 
 
 def test_failed_generation_leaves_nothing_behind(tmp_path, monkeypatch):
@@ -410,7 +428,7 @@ def test_shard_plan_covers_every_chunk_once_and_balances_the_work(profile, n_sha
     share = sum(map(generation_cost, specs)) / n_shards
     largest = max(unit_cost(*u) for units in plan for u in units)
     # longest-first list scheduling: no shard exceeds the fair share by more than its largest unit,
-    # and the large files are split (measured: the largest unit is at most one share)
+    # and the large files are split into units of at most one share (a chunk costs less than one here)
     assert max(loads) <= share + largest + 1e-9 and largest <= share * (1 + 1e-9)
 
 
@@ -432,17 +450,18 @@ def test_a_file_split_across_shards_is_assembled_byte_identical_and_parts_resume
     spec = dataclasses.replace(dataset_spec("ci", "kolmogorov", "train", "nu=5e-4"), n_samples=8, chunk_size=2)
     generate_file(spec, tmp_path / "one.h5", progress=False)
     plan = shard_plan([spec], 3)
-    assert sorted((p, m) for units in plan for _, p, m in units) == [(0, 3), (1, 3), (2, 3)]  # 4 chunks, 3 parts
+    # 4 chunks, a share of 4/3 chunk: 4 parts of one chunk, shard 0 takes the fourth as well
+    assert sorted((p, m) for units in plan for _, p, m in units) == [(0, 4), (1, 4), (2, 4), (3, 4)]
     root, folder = tmp_path / "root", tmp_path / "root" / "ci" / "kolmogorov"
     first = [i for i in range(3) if plan[i][0][1] == 0][0]
     actions = generate([spec], root=root, shard=(first, 3), progress=False)
     assert actions[spec] == "partial" and file_status(spec, root) == "missing"
-    part = folder / "train_nu=5e-4.h5.part1of3"
+    part = folder / "train_nu=5e-4.h5.part1of4"
     assert part.exists() and (folder / (part.name + ".json")).exists()
     # a part of an interrupted run is kept; a damaged one is never used: it is generated again
     logs = []
     generate([spec], root=root, shard=(first, 3), progress=False, log=logs.append)
-    assert any("part 1/3: written by a concurrent or earlier run (checksum matches), kept" in line for line in logs)
+    assert any("part 1/4: written by a concurrent or earlier run (checksum matches), kept" in line for line in logs)
     with h5py.File(part, "r+") as f:
         f["solutions"][0] = 0.0
     generate([spec], root=root, shard=(first, 3), progress=False)

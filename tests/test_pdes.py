@@ -160,7 +160,7 @@ def test_each_family_declares_its_hooks_on_its_pde_class():
     assert math.isnan(pdes["navier_stokes"].condition_number(32)) and math.isnan(pdes["kolmogorov"].condition_number(32))
     with pytest.raises(NotImplementedError, match="operator_norm_bound"):  # a flow is verified another way
         pdes["navier_stokes"].operator_norm_bound(torch.zeros(1, 1, 8, 8), torch.zeros(1, 10, 8, 8))
-    # the measured generation costs order the jobs: the time-stepped flows, then the LU-based solves
+    # the measured generation costs order the jobs: the time-stepped flows, Newton, Darcy's CG, the DST solves
     cost = {f: p.generation_cost for f, p in pdes.items()}
     assert cost["kolmogorov"] > cost["navier_stokes"] > cost["nonlinear_helmholtz"] > cost["darcy"] > cost["poisson"]
 
