@@ -36,7 +36,7 @@ SIZES: dict[str, dict] = {
              "solve_repeats": 2, "train_batches": 2, "train_rounds": 2},
     "full": {"batch": 64, "S": 256, "gen_n": 256, "gen_S": 64, "darcy_n": 16, "ns_batch": 16, "ns_S": 64,
              "repeats": 10, "warmup": 3, "profile": "default", "ens_n": 16,
-             "flow": {64: 40, 128: 10, 256: 4}, "flow_batch": 8, "solve_repeats": 3, "train_batches": 4,
+             "flow": {64: 40, 128: 10, 256: 4}, "flow_batch": 32, "solve_repeats": 3, "train_batches": 4,
              "train_rounds": 3},
 }
 
@@ -132,7 +132,9 @@ PEERS_HINT = "not installed: pip install -r requirements-bench.txt (make bench d
 def _flow_solver(size: dict, device) -> list[dict]:
     """The Navier--Stokes/Kolmogorov stepper (:func:`ens.pdes.time_stepping.imex_heun_steps`, the
     blocks and threads of ``advance``) against two peers on PyPI, per sample and step at the same
-    grid ``S``, step ``dt = 2.5e-3``, batch and float64 (KolSol has no other precision):
+    grid ``S``, step ``dt = 2.5e-3``, batch and float64 (KolSol has no other precision). The batch
+    of the ``full`` size is 32 independent states, a generation chunk
+    (:data:`ens.experiments.CHUNK_SIZE`): what ``ens data generate`` steps at a time.
 
     * jax-cfd's spectral ``NavierStokes2D`` with ``crank_nicolson_rk2``: the same scheme (CN for
       diffusion, Heun for advection, 2/3 rule) and the same five FFTs per stage, ``jit``-compiled
@@ -153,7 +155,8 @@ def _flow_solver(size: dict, device) -> list[dict]:
     pde, B, dt = get_pde("kolmogorov"), size["flow_batch"], 2.5e-3
     rows, t = [], {"repeats": size["repeats"], "warmup": size["warmup"]}
     for S, n in size["flow"].items():
-        w = pde.chain_starts(B, S, torch.Generator().manual_seed(0))
+        gen = torch.Generator().manual_seed(0)  # B states (chain_starts(B) draws the chains behind B
+        w = torch.cat([pde.chain_starts(1, S, gen) for _ in range(B)])  # inputs: fewer than B)
         sp = spectral(S, torch.float64, torch.device("cpu"))
         a, f_hat, w_hat = 0.5 * dt * pde.nu * sp.k2, torch.fft.rfft2(pde.forcing(S)), torch.fft.rfft2(w)
 
