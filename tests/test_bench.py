@@ -20,10 +20,12 @@ def test_bench_prints_and_writes_one_table_at_the_tiny_size(tmp_path, capsys):
     out = capsys.readouterr().out
     assert all(f"== {name}" in out for name in BENCHMARKS) and "rows meet their goal" in out
     assert "rows report a figure" in out
-    # every FD residual in three modes, both elliptic generators, Darcy's solve
+    # every FD residual in three modes and compiled, both elliptic generators, Darcy's solve
     # and both spectral residuals, the flow stepper against its two peers, ENS against GN per family,
     # ENS's training step against the surrogate's per family
-    assert len(table) == 3 * 3 + 2 + 2 + 2 + 1 + 6 + 6
+    assert len(table) == 3 * 4 + 2 + 2 + 2 + 1 + 6 + 6
+    fused = table[table.case.str.contains("torch.compile")]
+    assert len(fused) == 3 and fused.goal.str.startswith("report").all()  # compiled here (gcc is on the machine)
     assert {"ratio", "goal", "meets", "threads", "device", "torch"} <= set(table.columns)
     times = table[~table.benchmark.isin(["data generation", "ens inference", "flow solver"])]
     assert set(times.benchmark) == {"fd residual", "spectral residual", "training throughput"}
@@ -54,6 +56,20 @@ def test_a_peer_that_is_not_installed_gets_a_row_that_says_how_to_install_it(mon
     rows = bench._flow_solver(bench.SIZES["tiny"], "cpu")
     assert len(rows) == 2 and all(r["ours_ms"] > 0 and not r["meets"] for r in rows)
     assert all("not installed: pip install -r requirements-bench.txt" in r["reference"] for r in rows)
+
+
+def test_a_residual_that_cannot_be_compiled_gets_a_row_that_says_why(monkeypatch):
+    import torch
+
+    from ens import bench
+    from ens.pdes import get_pde
+
+    def no_compiler(fn, **kwargs):
+        raise RuntimeError("no C++ compiler")
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    pde, u = get_pde("poisson"), torch.zeros(1, 1, 8, 8)
+    row = bench._fused_residual(pde, u, u, (1e-3, 1e-3), {"repeats": 1, "warmup": 0}, "poisson forward")
+    assert row["case"].endswith(": RuntimeError") and row["ratio"] != row["ratio"] and not row["meets"]
 
 
 def test_an_unknown_size_or_benchmark_is_refused_in_one_line(capsys):
