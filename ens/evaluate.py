@@ -12,8 +12,8 @@ Fair timing (:func:`run_setting`): every method runs on the same device, batch a
 every clock reading and the metrics are kept out of the clock (:class:`ens.solvers.Recorder`).
 The wall time is the whole method's: ENS includes its predictor, the hybrids include the
 network prediction they start from (the surrogate's ``G0``) and every residual and Jacobian
-product. The reference numerical solver (DST, sparse LU, pseudo-spectral; float64 on the CPU, as
-the data were made) is a row of every table: what a user would run instead.
+product. The reference numerical solver (DST, Newton, preconditioned CG, pseudo-spectral; float64
+on the CPU, as the data were made) is a row of every table: what a user would run instead.
 """
 
 from __future__ import annotations
