@@ -92,8 +92,9 @@ __all__ = ["GENERATOR_VERSION", "ELLIPTIC_SOLVER_RTOL", "TRUNCATION_FACTOR", "ch
 #: ``default`` files keep their sha256; of the ``paper`` files' values about one in a million moves
 #: by one float32 ulp, two float64 solutions ~1e-14 apart rounding to either side)
 GENERATOR_VERSION = 2
-#: solver term of the elliptic tolerance: above Newton's stop at ||R|| <= 1e-10 ||f|| and above
-#: the float64 round-off of the DST and sparse direct solves (~1e-13)
+#: solver term of the elliptic tolerance: above Newton's stop at ||R|| <= 1e-10 ||f||, Darcy's
+#: conjugate gradients (stop at 1e-12, accepted up to 1e-10, else sparse LU) and the float64
+#: round-off of the DST solves (~1e-13)
 ELLIPTIC_SOLVER_RTOL = 1e-9
 #: time-dependent families: allowed ||R|| / (third-difference estimate of the truncation error),
 #: measured 1.01 -- 1.10 on the ci and default sets (see the module docstring); 1.5 leaves
@@ -241,8 +242,8 @@ def shard_plan(specs: Iterable[DatasetSpec], n_shards: int) -> list[list[tuple[D
     file's chunks (:func:`part_chunks`). A file whose estimated cost (:func:`generation_cost`) exceeds
     a shard's fair share (the total over ``n_shards``) is split into the fewest parts of whole chunks
     that cost at most a share each (one chunk a part where a chunk costs more), so one large
-    Navier--Stokes or Kolmogorov file does not hold back every other shard. The units are then dealt out longest first, each to the least loaded shard
-    (ties: the lowest shard). The plan depends on the specs and ``n_shards`` only, never on what is
+    Navier--Stokes or Kolmogorov file does not hold back every other shard. The units are then
+    dealt out longest first, each to the least loaded shard (ties: the lowest shard). The plan depends on the specs and ``n_shards`` only, never on what is
     on disk, so every shard computes the same plan independently.
     """
     check_int(n_shards, "number of shards")

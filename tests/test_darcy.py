@@ -46,7 +46,8 @@ def test_solve_zeroes_residual(S, forcing):
     assert u.shape == (4, 1, S, S) and u.dtype == c.dtype
     assert torch.equal(u, pde.apply_bc(u))
     rel = pde.residual(u, c).norm() / c[:, 1, 1:-1, 1:-1].norm()
-    # backward-stable sparse LU: ~1e-13 measured at S = 64 (cond ~ 1e4); 1e-10 leaves margin
+    # CG to ||R|| <= 1e-12 ||f||: 6e-13 -- 8e-13 measured at S = 64 (true residual); 1e-10 is what
+    # solve accepts before its sparse LU fallback
     assert rel < 1e-10
 
 
