@@ -4,7 +4,8 @@ Each benchmark times one of our kernels and a reference for it on the same tenso
 process, with the same threads: the *ratio* is what a benchmark reports, since the absolute
 times of a shared machine move by tens of per cent from run to run while the ratio of two
 kernels timed side by side moves far less. Every timing is the minimum (and median) of
-``repeats`` calls after ``warmup`` untimed ones, with CUDA synchronised before the clock is read.
+``repeats`` calls after ``warmup`` untimed ones, with CUDA synchronised before the clock is read;
+a kernel and its reference in the same process alternate call by call (:func:`time_pair`).
 
 A row of the table (:func:`run_benchmarks`): ``benchmark, case, ours_ms, reference, reference_ms,
 ratio, goal, meets, threads, device, torch``. ``ratio`` is ``ours / reference`` for a time
@@ -27,7 +28,7 @@ from .checks import check_choice
 # torch and pandas are imported where they run, so that the command line lists the benchmarks
 # without loading them
 
-__all__ = ["SIZES", "BENCHMARKS", "time_call", "run_benchmarks", "write_table"]
+__all__ = ["SIZES", "BENCHMARKS", "time_call", "time_pair", "run_benchmarks", "write_table"]
 
 #: problem sizes per named size: residual batch and grid, data-generation samples and grid
 SIZES: dict[str, dict] = {
@@ -61,6 +62,25 @@ def time_call(fn: Callable[[], object], repeats: int, warmup: int, device="cpu")
     return min(times), statistics.median(times)
 
 
+def time_pair(fn: Callable[[], object], ref: Callable[[], object], repeats: int, warmup: int,
+              device="cpu") -> tuple[tuple[float, float], tuple[float, float]]:
+    """:func:`time_call` of ``fn`` and of ``ref``, their calls alternating, so that both see the
+    same state of a shared machine and of its caches (a reference timed alone before the kernels
+    moved by 3x between runs of the same day)."""
+    for _ in range(warmup):
+        fn()
+        ref()
+    _sync(device)
+    times = ([], [])
+    for _ in range(repeats):
+        for f, out in ((fn, times[0]), (ref, times[1])):
+            t0 = time.perf_counter()
+            f()
+            _sync(device)
+            out.append(time.perf_counter() - t0)
+    return tuple((min(t), statistics.median(t)) for t in times)
+
+
 def _row(benchmark, case, ours, reference, ref, goal, meets, higher=False) -> dict:
     """One table row from ``(min, median)`` timings of ours and of the reference."""
     ratio = ref[0] / ours[0] if higher else ours[0] / ref[0]
@@ -88,12 +108,15 @@ def _fd_residuals(size: dict, device) -> list[dict]:
         # the stencil reads u and c and writes r once: an add (two reads, one write) of as many bytes
         n = (2 * u.numel() + c.numel()) // 3
         a, b = torch.randn(n, generator=gen).to(device), torch.randn(n, generator=gen).to(device)
-        add = time_call(lambda: torch.add(a, b), **t)
+
+        def add():
+            torch.add(a, b)
         goal = "<= 2 (>= 50 % of the add's bandwidth)"
         for case, fn in (("forward", lambda: pde.residual(u, c, check=False)), ("jvp", lambda: lin.jvp(v)),
                          ("vjp", lambda: lin.vjp(v))):
-            rows.append(_row("fd residual", f"{family} {case} B={B} S={S}", time_call(fn, **t),
-                             "add over the same bytes", add, goal, lambda r: r <= 2))
+            ours, ref = time_pair(fn, add, **t)
+            rows.append(_row("fd residual", f"{family} {case} B={B} S={S}", ours, "add over the same bytes", ref, goal,
+                             lambda r: r <= 2))
         rows.append(_fused_residual(pde, u, c, add, t, f"{family} forward B={B} S={S}"))
     return rows
 
@@ -101,7 +124,7 @@ def _fd_residuals(size: dict, device) -> list[dict]:
 def _fused_residual(pde, u, c, add, t, case) -> dict:
     """What one fused loop reaches: ``torch.compile`` of the differentiable residual (the
     package's own kernels stay eager: no compilation per shape, no C++ compiler needed, the same
-    bits everywhere), reported against the same add; NaN with the reason where it cannot compile."""
+    bits everywhere), timed against the same ``add``; NaN with the reason where it cannot compile."""
     import torch
     what = "torch.compile of the differentiable form, one fused loop (reference only, not used)"
     try:
@@ -109,9 +132,10 @@ def _fused_residual(pde, u, c, add, t, case) -> dict:
         fused(u, c)  # compilation, untimed
     except Exception as exc:  # noqa: BLE001 - no compiler or an unsupported backend: report why
         return {**_row("fd residual", f"{case}, {what}: {type(exc).__name__}", (math.nan,) * 2, "add over the "
-                       "same bytes", add, "report", lambda r: False), "ratio": math.nan}
-    return _row("fd residual", f"{case}, {what}", time_call(lambda: fused(u, c), **t), "add over the same bytes",
-                add, "report (the eager rows' attainable bound)", lambda r: False)
+                       "same bytes", (math.nan,) * 2, "report", lambda r: False), "ratio": math.nan}
+    ours, ref = time_pair(lambda: fused(u, c), add, **t)
+    return _row("fd residual", f"{case}, {what}", ours, "add over the same bytes", ref,
+                "report (the eager rows' attainable bound)", lambda r: False)
 
 
 def _spectral_residual(size: dict, device) -> list[dict]:
@@ -136,9 +160,9 @@ def _spectral_residual(size: dict, device) -> list[dict]:
             torch.fft.rfft2(w)
             torch.fft.irfft2(w4_hat, s=(S, S))
             torch.fft.irfft2(torch.fft.rfft2(w), s=(S, S))
-        rows.append(_row("spectral residual", f"{family} forward B={B} T={pde.out_channels} S={S}",
-                         time_call(lambda: pde.residual(u, c, check=False), **t), "its 7 FFT passes per snapshot",
-                         time_call(ffts, **t), "<= 1.5", lambda r: r <= 1.5))
+        ours, ref = time_pair(lambda: pde.residual(u, c, check=False), ffts, **t)
+        rows.append(_row("spectral residual", f"{family} forward B={B} T={pde.out_channels} S={S}", ours,
+                         "its 7 FFT passes per snapshot", ref, "<= 1.5", lambda r: r <= 1.5))
     return rows
 
 
@@ -246,8 +270,9 @@ def _elliptic_generation(size: dict, device) -> list[dict]:
         def generate():
             pde.solve(pde.sample_inputs(n, S, torch.Generator().manual_seed(0)))
         x = torch.randn(n, 1, S, S, dtype=torch.float64)
-        rows.append(_row("data generation", f"{family} n={n} S={S}", time_call(generate, **t),
-                         "one rfft2 pass", time_call(lambda: torch.fft.rfft2(x), **t), "<= 3", lambda r: r <= 3))
+        ours, ref = time_pair(generate, lambda: torch.fft.rfft2(x), **t)
+        rows.append(_row("data generation", f"{family} n={n} S={S}", ours, "one rfft2 pass", ref, "<= 3",
+                         lambda r: r <= 3))
     return rows
 
 
@@ -267,8 +292,7 @@ def _darcy_generation(size: dict, device) -> list[dict]:
     def spsolve():
         for a, f in cn:
             spla.spsolve(fv_matrix(a).tocsc(), f[1:-1, 1:-1].ravel())
-    ours = time_call(lambda: pde.solve(c), **t)
-    ref = time_call(spsolve, **t)
+    ours, ref = time_pair(lambda: pde.solve(c), spsolve, **t)
     return [_row("data generation", f"darcy n={n} S={S}", ours, "per-sample scipy spsolve", ref, ">= 5 (speed-up)",
                  lambda r: r >= 5, higher=True)]
 
