@@ -48,17 +48,20 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
+def _clock(fn: Callable[[], object], device) -> float:
+    """Seconds of one call of ``fn``, CUDA synchronised before the clock is read."""
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
 def time_call(fn: Callable[[], object], repeats: int, warmup: int, device="cpu") -> tuple[float, float]:
     """``(min, median)`` seconds of ``fn()`` over ``repeats`` calls after ``warmup`` untimed ones."""
     for _ in range(warmup):
         fn()
     _sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
+    times = [_clock(fn, device) for _ in range(repeats)]
     return min(times), statistics.median(times)
 
 
@@ -71,13 +74,7 @@ def time_pair(fn: Callable[[], object], ref: Callable[[], object], repeats: int,
         fn()
         ref()
     _sync(device)
-    times = ([], [])
-    for _ in range(repeats):
-        for f, out in ((fn, times[0]), (ref, times[1])):
-            t0 = time.perf_counter()
-            f()
-            _sync(device)
-            out.append(time.perf_counter() - t0)
+    times = list(zip(*[(_clock(fn, device), _clock(ref, device)) for _ in range(repeats)]))
     return tuple((min(t), statistics.median(t)) for t in times)
 
 

@@ -26,8 +26,8 @@ FORCINGS = ("constant", "grf")
 #: relative residual ``||f - A u|| / ||f||`` at which :meth:`Darcy.solve`'s conjugate gradients stop;
 #: far under the data's verification tolerance (``ens.data.ELLIPTIC_SOLVER_RTOL = 1e-9``), and
 #: small enough that the float32 data are the sparse LU solve's (measured: every ``ci`` and
-#: ``default`` Darcy file keeps its sha256; in the ``paper`` files 21 of 16.4 million values move
-#: by one float32 ulp)
+#: ``default`` Darcy file keeps its sha256; in the ``paper`` files one value in a million or fewer
+#: moves by one float32 ulp: 21, 13 and 31 in the validation, contrast-8 and super-resolution files)
 SOLVE_RTOL = 1e-12
 #: iterations after which a sample is solved by sparse LU instead (contrast 4 needs 27, 100 needs 78)
 SOLVE_MAXITER = 1000
